@@ -1,0 +1,17 @@
+/* The coupling and prior convolutions, on oneDNN. Every dnnl.h call of the
+ * project is in conv.c, so that a port to oneDNN's v3 API touches one file. */
+#ifndef GLOWRT_CONV_H
+#define GLOWRT_CONV_H
+
+typedef struct gt_conv gt_conv;
+
+/* A k x k convolution (k = 1 or 3, stride 1, zero padding k/2) of one image
+ * [cin][h][w] -> [cout][h][w], with bias, optionally followed by ReLU.
+ * The primitive is created once; weights [cout][cin][k][k] and bias are given
+ * per call and used in place (no copy). */
+int conv_create(int cin, int cout, int h, int w, int k, int relu, gt_conv **out, char *err);
+int conv_run(gt_conv *c, const float *src, const float *weights, const float *bias, float *dst, char *err);
+void conv_free(gt_conv *c);
+/* oneDNN's name for the implementation it chose. */
+const char *conv_impl(const gt_conv *c);
+#endif
