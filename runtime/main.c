@@ -67,6 +67,13 @@ static void parse_size(const char *s, int *h, int *w) {
     *w = (int)b;
 }
 
+/* getopt's own messages are off (opterr = 0): this is the one line. */
+static void bad_option(char **argv) {
+    const char *opt = argv[optind - 1];
+    if (optopt > 32 && optopt < 127) die("option -%c: unknown or missing its value (see %s --help)", optopt, prog);
+    die("unknown option or missing value: '%s' (see %s --help)", opt, prog);
+}
+
 /* Options every computing command takes. */
 typedef struct {
     int threads, batch;
@@ -86,10 +93,14 @@ static int common_option(int c, const char *arg, common_opts *o) {
     }
 }
 
-static glowrt_model *load_model(const char *path) {
+/* Commands that compute also check every tensor's CRC: one pass over the
+ * file, cheap next to the work, and a flipped bit never turns into a silently
+ * wrong answer. */
+static glowrt_model *load_model(const char *path, int verify) {
     glowrt_model *m;
     char err[GLOWRT_ERR_LEN];
     if (glowrt_model_load(path, &m, err)) die("%s", err);
+    if (verify && glowrt_model_verify(m, err)) die("%s", err);
     return m;
 }
 
@@ -148,10 +159,10 @@ static int cmd_info(int argc, char **argv) {
         if (c == OPT_VERIFY) verify = 1;
         else if (c == OPT_SIZE) parse_size(optarg, &h, &w);
         else if (c == 'h') { fputs(INFO_HELP, stdout); return 0; }
-        else die("info: bad option (see glowrt info --help)");
+        else bad_option(argv);
     }
     if (optind != argc - 1) die("info: expects one MODEL (see glowrt info --help)");
-    glowrt_model *m = load_model(argv[optind]);
+    glowrt_model *m = load_model(argv[optind], 0);
     glowrt_info info;
     glowrt_model_info(m, &info);
     char err[GLOWRT_ERR_LEN];
@@ -269,10 +280,10 @@ static int cmd_score(int argc, char **argv) {
             else if (!strcmp(optarg, "jsonl")) ctx.jsonl = 1;
             else die("score: --format must be csv or jsonl");
         } else if (c == 'h') { fputs(SCORE_HELP, stdout); return 0; }
-        else die("score: bad option (see glowrt score --help)");
+        else bad_option(argv);
     }
     if (argc - optind < 2) die("score: expects MODEL and at least one INPUT (see glowrt score --help)");
-    ctx.m = load_model(argv[optind]);
+    ctx.m = load_model(argv[optind], 1);
     glowrt_info info;
     glowrt_model_info(ctx.m, &info);
     char tmp[PATH_MAX + 8];
@@ -350,11 +361,11 @@ static int cmd_encode(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         if (common_option(c, optarg, &ctx.o)) continue;
         if (c == 'h') { fputs(ENCODE_HELP, stdout); return 0; }
-        die("encode: bad option (see glowrt encode --help)");
+        bad_option(argv);
     }
     if (argc - optind < 2) die("encode: expects MODEL and at least one INPUT (see glowrt encode --help)");
     if (!ctx.o.output) die("encode: -o Z.npy is required");
-    ctx.m = load_model(argv[optind]);
+    ctx.m = load_model(argv[optind], 1);
     glowrt_info info;
     glowrt_model_info(ctx.m, &info);
     for_each_input(argv + optind + 1, argc - optind - 1, info.n_bits, info.in_channels, encode_file, &ctx);
@@ -409,11 +420,11 @@ static int cmd_decode(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         if (common_option(c, optarg, &o)) continue;
         if (c == 'h') { fputs(DECODE_HELP, stdout); return 0; }
-        die("decode: bad option (see glowrt decode --help)");
+        bad_option(argv);
     }
     if (argc - optind != 2) die("decode: expects MODEL and Z.npy (see glowrt decode --help)");
     if (!o.output) die("decode: -o OUT is required");
-    glowrt_model *m = load_model(argv[optind]);
+    glowrt_model *m = load_model(argv[optind], 1);
     const char *zpath = argv[optind + 1];
     glowrt_info info;
     glowrt_model_info(m, &info);
@@ -463,12 +474,12 @@ static int cmd_sample(int argc, char **argv) {
         else if (c == 't') temp = parse_double("--temp", optarg, 0.0, 10.0);
         else if (c == OPT_SEED) seed = parse_u64("--seed", optarg);
         else if (c == 'h') { fputs(SAMPLE_HELP, stdout); return 0; }
-        else die("sample: bad option (see glowrt sample --help)");
+        else bad_option(argv);
     }
     if (argc - optind != 1) die("sample: expects one MODEL (see glowrt sample --help)");
     if (n < 0) die("sample: -n N is required");
     if (!o.output) die("sample: -o OUT is required");
-    glowrt_model *m = load_model(argv[optind]);
+    glowrt_model *m = load_model(argv[optind], 1);
     glowrt_info info;
     glowrt_model_info(m, &info);
     int h = o.height ? o.height : info.height, w = o.width ? o.width : info.width;
@@ -523,6 +534,7 @@ int main(int argc, char **argv) {
     static char progbuf[64];
     snprintf(progbuf, sizeof progbuf, "glowrt %s", cmd);
     prog = progbuf;
+    opterr = 0;
     argv[1] = argv[0];
     argc--;
     argv++;

@@ -1,0 +1,339 @@
+#!/usr/bin/env python3
+"""End-to-end checks of the glowrt CLI that the C unit tests cannot make:
+
+  errors       every malformed input a user can produce ends with exit code 2
+               and exactly one line on stderr naming the file, never a signal:
+               models truncated at many offsets, flipped bytes, wrong magic,
+               version or byte order, plans that contradict their tensors,
+               corrupt or truncated PNG and JPEG, bad .npy files;
+  determinism  score at --threads 1/2/4 and --batch 1/16 gives bit-identical
+               log_p; sample with one seed gives bit-identical output at
+               --threads 1/2/4 and --batch 1/7;
+  memory       peak RSS minus the model's size differs by less than 10% for
+               two models that differ only in depth (n_flow 8 and 32).
+
+usage: cli_test.py --glowrt build/glowrt [--only errors,determinism,memory]
+Ends with the line 'N passed, N failed'; exit code 1 if any failed.
+"""
+import argparse
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "models"))
+import glow  # noqa: E402
+
+PY = sys.executable
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append(ok)
+    print(("PASS " if ok else "FAIL ") + name + ("" if ok or not detail else ": " + detail), flush=True)
+
+
+def run(args, **kw):
+    return subprocess.run(args, capture_output=True, text=True, **kw)
+
+
+def make_model(tmp, name, n_flow=2, n_block=2, hidden=16, size=8, in_channel=3, seed=1):
+    torch.manual_seed(seed)
+    m = glow.random_model(in_channel, n_flow, n_block, affine=True, conv_lu=True, hidden=hidden,
+                          height=size, width=size, seed=seed)
+    ckpt = os.path.join(tmp, name + ".pt")
+    torch.save(m.state_dict(), ckpt)
+    out = os.path.join(tmp, name + ".glow")
+    r = run([PY, os.path.join(ROOT, "models", "export.py"), "rosinality", ckpt, "-o", out,
+             "--image-size", str(size), "--n-bits", "8"])
+    if r.returncode != 0:
+        raise SystemExit("export failed: " + r.stderr)
+    return out
+
+
+# ---- CRC32C, to forge files whose checksums are right but whose content is not
+def _crc_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)
+        t.append(c)
+    return t
+
+
+CRC_TABLE = _crc_table()
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = (crc >> 8) ^ CRC_TABLE[(crc ^ b) & 0xFF]
+    return crc ^ 0xFFFFFFFF
+
+
+def reseal(buf):
+    """Recomputes the header CRC of a .glow image (bytearray)."""
+    meta_off, meta_size = struct.unpack_from("<QQ", buf, 40)
+    crc = crc32c(bytes(buf[:124]) + bytes(buf[meta_off:meta_off + meta_size]))
+    struct.pack_into("<I", buf, 124, crc)
+    return buf
+
+
+def plan_offset(buf):
+    """Offset of the plan table inside the metadata section."""
+    n_kv, n_t = struct.unpack_from("<II", buf, 28)
+    p = 128
+
+    def skip_str(p):
+        (n,) = struct.unpack_from("<H", buf, p)
+        return p + 2 + n
+
+    for _ in range(n_kv):
+        p = skip_str(p)
+        typ = buf[p]
+        p += 1
+        p = p + 8 if typ in (1, 2) else skip_str(p)
+    tensors = []
+    for _ in range(n_t):
+        p = skip_str(p)
+        ndim = buf[p + 1]
+        dims_at = p + 2
+        p = dims_at + 8 * ndim + 8 + 8 + 4
+        tensors.append((dims_at, ndim))
+    return p, tensors
+
+
+def expect_error(name, args, must_name=None):
+    try:
+        r = run(args, timeout=120)
+    except subprocess.TimeoutExpired:
+        check(name, False, "timed out")
+        return
+    lines = r.stderr.strip("\n").split("\n") if r.stderr.strip() else []
+    ok = r.returncode == 2 and len(lines) == 1 and (must_name is None or must_name in lines[0])
+    detail = "exit %d, stderr %r" % (r.returncode, r.stderr[:300])
+    check(name, ok, detail)
+
+
+def test_errors(glowrt, tmp):
+    model = make_model(tmp, "err")
+    data = bytearray(open(model, "rb").read())
+    size = len(data)
+    x = (np.random.RandomState(0).rand(2, 3, 8, 8).astype(np.float32) - 0.5)
+    xin = os.path.join(tmp, "x.npy")
+    np.save(xin, x)
+    r = run([glowrt, "score", model, xin])
+    check("valid model scores", r.returncode == 0 and r.stdout.count("\n") == 3, r.stderr)
+
+    bad = os.path.join(tmp, "bad.glow")
+
+    def write(b):
+        with open(bad, "wb") as f:
+            f.write(bytes(b))
+
+    data_off = struct.unpack_from("<Q", data, 56)[0]
+    offsets = sorted(set([0, 1, 7, 8, 15, 64, 127, 128, 129, 200, data_off - 1, data_off, data_off + 1, size - 1]
+                         + [size * k // 17 for k in range(1, 17)]))
+    for off in offsets:
+        write(data[:off])
+        expect_error("model truncated at %d of %d bytes" % (off, size), [glowrt, "score", bad, xin], bad)
+    write(data + b"\0" * 10)
+    expect_error("model with trailing bytes", [glowrt, "info", bad], bad)
+
+    for off, what in [(3, "magic"), (20, "file size"), (130, "metadata"), (data_off - 200, "metadata tail")]:
+        b = bytearray(data)
+        b[off] ^= 0x40
+        write(b)
+        expect_error("flipped byte in %s (offset %d)" % (what, off), [glowrt, "info", bad], bad)
+    for k in range(1, 6):  # flips inside tensor data: caught by the tensor CRCs
+        off = data_off + (size - data_off) * k // 6
+        b = bytearray(data)
+        b[off] ^= 0x01
+        write(b)
+        expect_error("flipped byte in tensor data (offset %d), info --verify" % off, [glowrt, "info", "--verify", bad], bad)
+        expect_error("flipped byte in tensor data (offset %d), score" % off, [glowrt, "score", bad, xin], bad)
+
+    b = bytearray(data)
+    b[0:8] = b"GGUF\0\0\0\0"
+    write(b)
+    expect_error("wrong magic", [glowrt, "info", bad], bad)
+    b = bytearray(data)
+    struct.pack_into("<H", b, 8, 2)
+    write(reseal(b))
+    expect_error("wrong major version", [glowrt, "info", bad], bad)
+    b = bytearray(data)
+    struct.pack_into(">I", b, 12, 0x01020304)
+    write(reseal(b))
+    expect_error("big-endian byte order", [glowrt, "info", bad], bad)
+    b = bytearray(data)
+    struct.pack_into("<I", b, 24, 48)
+    write(reseal(b))
+    expect_error("bad alignment", [glowrt, "info", bad], bad)
+    b = bytearray(data)
+    struct.pack_into("<I", b, 32, 0xFFFFFFF)
+    write(reseal(b))
+    expect_error("huge tensor count", [glowrt, "info", bad], bad)
+
+    plan_at, tensors = plan_offset(data)
+    # op 0 is SQUEEZE with C = 3: claim 4 channels
+    b = bytearray(data)
+    struct.pack_into("<q", b, plan_at + 8, 4)
+    write(reseal(b))
+    expect_error("plan channel count contradicts the input", [glowrt, "info", bad], bad)
+    b = bytearray(data)
+    struct.pack_into("<H", b, plan_at, 99)
+    write(reseal(b))
+    expect_error("unknown op code", [glowrt, "info", bad], bad)
+    # a tensor whose dims contradict the plan (product kept, so nbytes still matches)
+    for i, (dims_at, ndim) in enumerate(tensors):
+        if ndim >= 2:
+            d0, d1 = struct.unpack_from("<QQ", data, dims_at)
+            if d0 != d1:
+                b = bytearray(data)
+                struct.pack_into("<QQ", b, dims_at, d1, d0)
+                write(reseal(b))
+                expect_error("tensor %d shape contradicts the plan" % i, [glowrt, "info", bad], bad)
+                break
+    # a tensor pointing outside the file
+    dims_at, ndim = tensors[0]
+    b = bytearray(data)
+    struct.pack_into("<Q", b, dims_at + 8 * ndim, 1 << 40)
+    write(reseal(b))
+    expect_error("tensor offset outside the file", [glowrt, "info", bad], bad)
+    expect_error("missing model file", [glowrt, "info", os.path.join(tmp, "nope.glow")], "nope.glow")
+    expect_error("image size not divisible", [glowrt, "sample", model, "-n", "1", "--size", "10", "-o", os.path.join(tmp, "s.npy")])
+
+    # inputs
+    def bad_input(name, content, fname):
+        p = os.path.join(tmp, fname)
+        with open(p, "wb") as f:
+            f.write(content)
+        expect_error(name, [glowrt, "score", model, p], p)
+
+    png = os.path.join(tmp, "ok.png")
+    r = run([glowrt, "sample", model, "-n", "1", "-o", png])
+    check("sample writes a png", r.returncode == 0 and os.path.exists(png), r.stderr)
+    jpg = os.path.join(tmp, "ok.jpg")
+    run([glowrt, "sample", model, "-n", "1", "-o", jpg])
+    pngb, jpgb = open(png, "rb").read(), open(jpg, "rb").read()
+    r = run([glowrt, "score", model, png, jpg])
+    check("the sampled png and jpg score", r.returncode == 0 and r.stdout.count("\n") == 3, r.stderr)
+    for k in (8, 20, 40, len(pngb) // 2, len(pngb) - 5):
+        bad_input("png truncated at %d" % k, pngb[:k], "t%d.png" % k)
+    c = bytearray(pngb)
+    c[len(c) // 2] ^= 0xFF
+    bad_input("png with a corrupt chunk", bytes(c), "c.png")
+    for k in (2, 10, 100, len(jpgb) // 2, len(jpgb) - 2):
+        bad_input("jpeg truncated at %d" % k, jpgb[:k], "t%d.jpg" % k)
+    c = bytearray(jpgb)
+    for i in range(len(c) // 3, len(c) // 3 + 40):
+        c[i] = 0xFF if i % 2 else 0xD9
+    bad_input("jpeg with garbage in its scan", bytes(c), "c.jpg")
+    bad_input("empty file", b"", "empty.png")
+    bad_input("text file named .jpg", b"hello\n", "text.jpg")
+
+    def npy(arr):
+        import io
+        f = io.BytesIO()
+        np.save(f, arr)
+        return f.getvalue()
+
+    bad_input("npy float64", npy(x.astype(np.float64)), "f64.npy")
+    bad_input("npy big-endian float32", npy(x.astype(">f4")), "be.npy")
+    bad_input("npy wrong channel count", npy(np.zeros((1, 2, 8, 8), np.float32)), "c2.npy")
+    bad_input("npy 3-d float32", npy(np.zeros((3, 8, 8), np.float32)), "d3.npy")
+    bad_input("npy image size not divisible", npy(np.zeros((1, 3, 6, 6), np.float32)), "s6.npy")
+    full = npy(x)
+    bad_input("npy truncated data", full[:len(full) - 7], "tr.npy")
+    bad_input("npy truncated header", full[:20], "th.npy")
+    bad_input("npy bad magic", b"\x93NUMPZ" + full[6:], "bm.npy")
+    bad_input("npy fortran order", full.replace(b"'fortran_order': False", b"'fortran_order': True "), "fo.npy")
+    bad_input("npy huge shape", full.replace(b"'shape': (2, 3, 8, 8)", b"'shape': (9999999999, 3, 8, 8)"), "hs.npy")
+    bad_input("npy with NaN", npy(np.full((1, 3, 8, 8), np.nan, np.float32)), "nan.npy")
+    z = os.path.join(tmp, "z.npy")
+    np.save(z, np.zeros((2, 100), np.float32))
+    expect_error("latents of the wrong length", [glowrt, "decode", model, z, "-o", os.path.join(tmp, "d.npy")], z)
+    expect_error("unknown option", [glowrt, "score", model, xin, "--bogus"])
+    expect_error("bad thread count", [glowrt, "score", model, xin, "--threads", "0"])
+
+
+def test_determinism(glowrt, tmp):
+    model = make_model(tmp, "det", n_flow=3, n_block=3, hidden=64, size=16)
+    x = (np.random.RandomState(1).rand(16, 3, 16, 16).astype(np.float32) - 0.5)
+    xin = os.path.join(tmp, "x16.npy")
+    np.save(xin, x)
+    outs = {}
+    for t in (1, 2, 4):
+        for b in (1, 16):
+            r = run([glowrt, "score", model, xin, "--threads", str(t), "--batch", str(b)])
+            outs[(t, b)] = r.stdout if r.returncode == 0 else "error: " + r.stderr
+    ref = outs[(1, 1)]
+    for k, v in outs.items():
+        check("score threads=%d batch=%d bit-identical to threads=1 batch=1" % k, v == ref and v.count("\n") == 17)
+    samples = {}
+    for t in (1, 2, 4):
+        for b in (1, 7):
+            p = os.path.join(tmp, "s_%d_%d.npy" % (t, b))
+            r = run([glowrt, "sample", model, "-n", "9", "--seed", "1234", "-t", "0.8", "--threads", str(t),
+                     "--batch", str(b), "-o", p])
+            samples[(t, b)] = open(p, "rb").read() if r.returncode == 0 else None
+    ref = samples[(1, 1)]
+    for k, v in samples.items():
+        check("sample threads=%d batch=%d bit-identical" % k, v is not None and v == ref)
+    p = os.path.join(tmp, "s_other.npy")
+    run([glowrt, "sample", model, "-n", "9", "--seed", "1235", "-t", "0.8", "-o", p])
+    check("another seed gives other samples", open(p, "rb").read() != ref)
+    # sample i of a larger draw is sample i of a smaller one
+    p = os.path.join(tmp, "s_more.npy")
+    run([glowrt, "sample", model, "-n", "12", "--seed", "1234", "-t", "0.8", "-o", p])
+    a, b = np.load(p), np.load(os.path.join(tmp, "s_1_1.npy"))
+    check("sample i does not depend on -n", np.array_equal(a[:9], b))
+
+
+def peak_rss_kb(args):
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    p.stderr.close()
+    return os.waitstatus_to_exitcode(status), ru.ru_maxrss
+
+
+def test_memory(glowrt, tmp):
+    x = (np.random.RandomState(2).rand(4, 3, 32, 32).astype(np.float32) - 0.5)
+    xin = os.path.join(tmp, "x32.npy")
+    np.save(xin, x)
+    net = {}
+    for k in (8, 32):
+        model = make_model(tmp, "mem%d" % k, n_flow=k, n_block=3, hidden=256, size=32)
+        rc, rss = peak_rss_kb([glowrt, "score", model, xin, "--threads", "1"])
+        msize = os.path.getsize(model) / 1024
+        net[k] = rss - msize
+        print("  n_flow %2d: model %.0f KiB, peak RSS %d KiB, RSS - model %.0f KiB" % (k, msize, rss, net[k]))
+        check("memory run n_flow=%d" % k, rc == 0)
+    diff = abs(net[32] - net[8]) / net[8]
+    check("peak RSS minus model size differs by %.1f%% (< 10%%) between n_flow 8 and 32" % (100 * diff), diff < 0.10)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--glowrt", required=True)
+    ap.add_argument("--only", default="errors,determinism,memory")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    glowrt = os.path.abspath(a.glowrt)
+    with tempfile.TemporaryDirectory() as tmp:
+        for part in a.only.split(","):
+            print("== " + part, flush=True)
+            {"errors": test_errors, "determinism": test_determinism, "memory": test_memory}[part](glowrt, tmp)
+    n_fail = results.count(False)
+    print("%d passed, %d failed" % (len(results) - n_fail, n_fail))
+    sys.exit(1 if n_fail else 0)
+
+
+if __name__ == "__main__":
+    main()
