@@ -1,0 +1,113 @@
+/* glowrt input/output: .npy arrays, PNG and JPEG images <-> model space.
+ *
+ * Model space (docs: /work/shared/GLOW_REFERENCE.md section 1):
+ *   pixels u in 0..255; u' = floor(u / 2^(8 - n_bits)); n_bins = 2^n_bits;
+ *   x = u' / n_bins - 0.5 + 0.5 / n_bins          (bin centre, deterministic)
+ *   back: u = clip(floor((x + 0.5) * n_bins) * (256 / n_bins), 0, 255)
+ *   (NaN maps to 0).
+ *
+ * Channel conversion (pixel inputs only: PNG, JPEG, uint8 .npy):
+ *   model_c == 1, RGB input -> luma, ITU-R BT.601 in libjpeg's fixed point:
+ *       Y = (19595 R + 38470 G + 7471 B + 32768) >> 16
+ *     (= round(0.299 R + 0.587 G + 0.114 B)), computed on 8-bit pixels before
+ *     the n_bits quantisation.
+ *   model_c == 3, gray input -> gray replicated into R, G, B.
+ *   Alpha (PNG gray+alpha / RGBA, uint8 .npy with 4 channels) is dropped
+ *   (no compositing). PNG tRNS is ignored, palettes are expanded, 16-bit
+ *   samples are scaled to 8 bits (png_set_scale_16), gamma is not touched.
+ *   Any other channel mismatch is an error.
+ *
+ * Errors: every function returns 0 on success and non-zero on error; on error
+ * a single line "<path>: <problem>" (no newline) is written into err (if err
+ * is non-NULL and errlen > 0). Nothing is printed to stdout/stderr.
+ *
+ * Limits: images at most IO_MAX_DIM x IO_MAX_DIM pixels (input and written
+ * output, grids included); arrays at most IO_MAX_ELEMS elements (also the cap
+ * on the float output of io_read_input); image files at most IO_MAX_FILE_BYTES
+ * bytes. Sizes claimed by headers are checked (overflow-safe) against the
+ * caps and against the real file size before anything is allocated.
+ *
+ * Writes are atomic: data go to "<path>.tmp", are fsync'ed, then rename()d
+ * onto <path>; on failure the temporary file is removed.
+ *
+ * Host must be little-endian (checked at compile time).
+ * Thread-safety: no global state; distinct calls may run concurrently.
+ */
+#ifndef GLOWRT_IO_H
+#define GLOWRT_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IO_MAX_DIM 16384                      /* max image width / height */
+#define IO_MAX_ELEMS ((int64_t)1 << 30)       /* max array elements (4 GiB of f32) */
+#define IO_MAX_FILE_BYTES ((int64_t)1 << 30)  /* max PNG/JPEG file size */
+#define IO_MAX_NPY_HEADER 65536               /* max .npy header length */
+#define IO_MAX_NDIM 8                         /* max ndim for io_write_npy_f32 */
+
+typedef struct {
+    float *x;              /* [n, c, h, w], malloc'ed, model-space floats */
+    int64_t n, c, h, w;
+} io_images;
+
+/* Read one model input file. Format chosen by content (magic bytes):
+ *   .npy <f4, C order, shape [N,C,H,W]: used as is (no quantisation), C must
+ *        equal model_c; values must be finite.
+ *   .npy |u1 (or <u1), shape [N,H,W] (gray) or [N,H,W,C] with C in {1,3,4}:
+ *        pixels -> model space.
+ *   PNG (1/2/4/8/16-bit gray, gray+alpha, RGB, RGBA, palette; interlaced ok)
+ *   and JPEG (gray, YCbCr/RGB; CMYK refused): one image, n = 1.
+ * n_bits must be 1..8 (checked for every format); model_c must be >= 1
+ * (1 or 3 for pixel inputs). On success *out owns out->x (io_images_free). */
+int io_read_input(const char *path, int n_bits, int model_c, io_images *out,
+                  char *err, size_t errlen);
+
+void io_images_free(io_images *im);   /* frees im->x, zeroes *im; NULL ok */
+
+/* Read a float32 (<f4, C order) .npy with 1..4 dims (latents [N, D]).
+ * *data is malloc'ed (free()); shape[i] for i >= *ndim is set to 1.
+ * Values must be finite. */
+int io_read_npy_f32(const char *path, float **data, int *ndim,
+                    int64_t shape[4], char *err, size_t errlen);
+
+/* Write a float32 .npy (format 1.0, <f4, C order, header padded to 64
+ * bytes). ndim 0..IO_MAX_NDIM, every dim >= 0. Atomic. */
+int io_write_npy_f32(const char *path, const float *data, int ndim,
+                     const int64_t *shape, char *err, size_t errlen);
+
+/* Write model-space samples x [n, c, h, w]:
+ *   path is an existing directory, ends in '/', or has no .npy/.png/.jpg/
+ *   .jpeg extension -> directory (created with parents if missing) holding
+ *   000000.png, 000001.png, ... (one per sample);
+ *   *.npy -> float32 [n,c,h,w] as is (n_bits unused);
+ *   *.png / *.jpg / *.jpeg -> one image if n == 1, else a grid: cols =
+ *   ceil(sqrt(n)), rows = ceil(n / cols), 2-pixel black gaps, row-major
+ *   order; JPEG quality 95, 4:4:4 (gray JPEG for c == 1).
+ * Extensions are case-insensitive. For images c must be 1 or 3 and n_bits
+ * 1..8. Every file is written atomically. */
+int io_write_images(const char *path, const float *x, int64_t n, int64_t c,
+                    int64_t h, int64_t w, int n_bits, char *err,
+                    size_t errlen);
+
+/* Expand an input argument: a directory -> its regular files with extension
+ * .png .jpg .jpeg .npy (case-insensitive), non-recursive, hidden (dot) files
+ * skipped, sorted by name (strcmp byte order), as "<dir>/<name>"; an empty
+ * match is an error. Anything else that exists -> a list of one: itself.
+ * Free with io_free_list. */
+int io_list_inputs(const char *path, char ***paths, size_t *count, char *err,
+                   size_t errlen);
+void io_free_list(char **paths, size_t count);
+
+/* Conversions, exposed for tests and callers that hold raw pixels. */
+float io_pixel_to_model(uint8_t u, int n_bits);
+uint8_t io_model_to_pixel(float x, int n_bits);
+uint8_t io_rgb_to_luma(uint8_t r, uint8_t g, uint8_t b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GLOWRT_IO_H */
