@@ -37,6 +37,14 @@ typedef struct {
 } gt_kernels;
 
 extern const gt_kernels gt_kernels_ref;
+/* The SIMD tables: defined only in builds for that architecture (x86-64,
+ * aarch64); use them through kernels_select or kernels_isa. */
+extern const gt_kernels gt_kernels_avx2;
+extern const gt_kernels gt_kernels_neon;
+
+/* The table for one ISA name ("ref", "avx2", "neon") if this build has it
+ * and this CPU (and OS) runs it; else NULL and why. */
+const gt_kernels *kernels_isa(const char *name, const char **why_not);
 
 /* The table in use: GLOWRT_ISA=ref|avx2|neon forces one; otherwise the best
  * this CPU runs. Returns NULL (and a message) when a forced ISA is missing. */

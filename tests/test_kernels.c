@@ -1,6 +1,7 @@
 /* The reference flow kernels and the oneDNN convolution wrapper against
  * plain double-precision loops written from GLOW_REFERENCE.md, on awkward
  * shapes (odd channel counts, 1-pixel images, tails). */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -197,8 +198,10 @@ Test(conv, onednn_matches_naive_on_awkward_shapes) {
         float *x = rand_buf(ci * H * W, -1, 1), *w = rand_buf(co * ci * k * k, -1, 1), *b = rand_buf(co, -1, 1);
         float *y = rand_buf(co * H * W, 0, 0);
         gt_conv *cv;
-        cr_assert(!conv_create(ci, co, H, W, k, relu, &cv, err), "%s", err);
-        cr_assert(!conv_run(cv, x, w, b, y, err), "%s", err);
+        cr_assert(!conv_create(ci, co, H, W, k, relu, 1, &cv, err), "%s", err);
+        void *scratch = malloc(conv_scratch_size(cv) + 1);
+        cr_assert(!conv_run(cv, 0, x, w, b, y, scratch, err), "%s", err);
+        free(scratch);
         for (int o = 0; o < co; o++)
             for (int h = 0; h < H; h++)
                 for (int v = 0; v < W; v++) {
@@ -216,4 +219,266 @@ Test(conv, onednn_matches_naive_on_awkward_shapes) {
         conv_free(cv);
         free(x); free(w); free(b); free(y);
     }
+}
+
+/* ---- The SIMD tables against ref, on random data and shape sweeps. The
+ * same tests run for avx2 on x86-64 and for neon on aarch64 (under qemu);
+ * they skip where this build or CPU has no SIMD table. Tolerances:
+ * squeeze, unsqueeze, add, edge_bias and normal_noise must be bit-identical;
+ * affine within FMA rounding (C * 2^-22 of sum |terms|); exp-based
+ * element-wise results within 4 ulp (relative 4.8e-7); log-det and log-p
+ * sums within 1e-6 of the sum of |terms|. ---- */
+
+static const gt_kernels *simd_table(void) {
+    const char *why;
+#if defined(__x86_64__)
+    const gt_kernels *k = kernels_isa("avx2", &why);
+#elif defined(__aarch64__)
+    const gt_kernels *k = kernels_isa("neon", &why);
+#else
+    const gt_kernels *k = NULL;
+    why = "no SIMD ISA for this architecture";
+#endif
+    if (!k) cr_skip_test("%s", why);
+    return k;
+}
+
+#define ULP4 4.8e-7 /* 4 ulp relative */
+
+static int close_rel(double got, double want, double rel, double abs_tol) {
+    if (isnan(want)) return isnan(got);
+    if (isinf(want)) return got == want;
+    return fabs(got - want) <= rel * fabs(want) + abs_tol;
+}
+
+static const int64_t tail_ns[] = {0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 23, 31, 32, 33, 47, 63, 64, 65, 70, 1000, 4099};
+#define N_TAILS (sizeof tail_ns / sizeof tail_ns[0])
+
+Test(simd, squeeze_unsqueeze_bit_identical) {
+    const gt_kernels *S = simd_table();
+    const int chans[] = {1, 2, 3, 5, 12};
+    for (size_t a = 0; a < sizeof chans / sizeof chans[0]; a++)
+        for (int Hs = 1; Hs <= 9; Hs++)
+            for (int W = 1; W <= 70; W++) {
+                const int C = chans[a];
+                const int64_t n = (int64_t)C * Hs * W, nq = (int64_t)4 * C * (Hs / 2) * (W / 2);
+                float *x = rand_buf(n, -1, 1), *r = rand_buf(nq, 0, 0), *s = rand_buf(nq, 0, 0);
+                gt_kernels_ref.squeeze(x, r, C, Hs, W);
+                S->squeeze(x, s, C, Hs, W);
+                cr_assert(!memcmp(r, s, (size_t)nq * sizeof(float)), "squeeze C=%d H=%d W=%d", C, Hs, W);
+                float *ur = rand_buf(n, 0, 0), *us = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
+                memcpy(us, ur, (size_t)n * sizeof(float));
+                gt_kernels_ref.unsqueeze(r, ur, C, Hs, W);
+                S->unsqueeze(r, us, C, Hs, W);
+                cr_assert(!memcmp(ur, us, (size_t)n * sizeof(float)), "unsqueeze C=%d H=%d W=%d", C, Hs, W);
+                free(x); free(r); free(s); free(ur); free(us);
+            }
+}
+
+static void check_affine(const gt_kernels *S, int C, int64_t hw) {
+    float *A = rand_buf((int64_t)C * C, -1, 1), *b = rand_buf(C, -1, 1), *x = rand_buf(C * hw, -2, 2);
+    float *y = rand_buf(C * hw, 0, 0), *yr = rand_buf(C * hw, 0, 0);
+    gt_kernels_ref.affine(A, b, C, hw, x, yr);
+    S->affine(A, b, C, hw, x, y);
+    for (int o = 0; o < C; o++)
+        for (int64_t p = 0; p < hw; p++) {
+            double mag = fabs(b[o]);
+            for (int i = 0; i < C; i++) mag += fabs((double)A[o * C + i] * x[i * hw + p]);
+            cr_assert(fabs(y[o * hw + p] - yr[o * hw + p]) <= (C + 1) * 0x1p-22 * mag, "C=%d hw=%ld o=%d p=%ld: %g vs %g",
+                      C, (long)hw, o, (long)p, y[o * hw + p], yr[o * hw + p]);
+        }
+    free(A); free(b); free(x); free(y); free(yr);
+}
+
+Test(simd, affine_channel_and_width_sweep) {
+    const gt_kernels *S = simd_table();
+    const int64_t hws[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 70};
+    for (int C = 1; C <= 64; C++)
+        for (size_t b = 0; b < sizeof hws / sizeof hws[0]; b++) check_affine(S, C, hws[b]);
+    const int glow[] = {4, 12, 24, 48, 96, 192};
+    const int64_t ghw[] = {1, 16, 17, 49, 64, 196, 256};
+    for (size_t a = 0; a < sizeof glow / sizeof glow[0]; a++)
+        for (size_t b = 0; b < sizeof ghw / sizeof ghw[0]; b++) check_affine(S, glow[a], ghw[b]);
+}
+
+/* raw values: random plus the edges of exp's range. */
+static float *coupling_raw(int64_t n) {
+    static const float special[] = {0.0f, -0.0f, 1e-8f, -1e-8f, 0.5f, -0.5f, 15.0f, -15.0f, 30.0f, -30.0f,
+                                    80.0f, -80.0f, 87.5f, -87.5f, 88.5f, -88.5f, 100.0f, -100.0f, 1e30f, -1e30f};
+    float *raw = rand_buf(n, -30, 30);
+    for (int64_t i = 0; i < n; i += 3) raw[i] = special[(i / 3) % (sizeof special / sizeof special[0])];
+    return raw;
+}
+
+Test(simd, coupling_fwd_matches_ref) {
+    const gt_kernels *S = simd_table();
+    for (size_t a = 0; a < N_TAILS; a++) {
+        const int64_t n = tail_ns[a];
+        float *x = rand_buf(n, -3, 3), *raw = coupling_raw(n), *t = rand_buf(n, -1, 1);
+        float *yr = malloc((size_t)(n + 1) * sizeof(float)), *ys = malloc((size_t)(n + 1) * sizeof(float));
+        memcpy(yr, x, (size_t)n * sizeof(float));
+        memcpy(ys, x, (size_t)n * sizeof(float));
+        const double lr = gt_kernels_ref.coupling_fwd(yr, raw, t, n), ls = S->coupling_fwd(ys, raw, t, n);
+        double mag = 0;
+        for (int64_t i = 0; i < n; i++) {
+            cr_assert(close_rel(ys[i], yr[i], ULP4, 1e-37), "n=%ld i=%ld raw=%g: %.9g vs %.9g", (long)n, (long)i, raw[i],
+                      ys[i], yr[i]);
+            /* each element's ln s on its own */
+            float one_r = x[i], one_s = x[i];
+            const double er = gt_kernels_ref.coupling_fwd(&one_r, raw + i, t + i, 1);
+            const double es = S->coupling_fwd(&one_s, raw + i, t + i, 1);
+            cr_assert(close_rel(es, er, ULP4, 1e-37), "ln s at raw=%.9g: %.9g vs %.9g", raw[i], es, er);
+            mag += fabs(er);
+        }
+        cr_assert(fabs(ls - lr) <= 1e-6 * mag + 1e-30, "n=%ld logdet %.17g vs %.17g", (long)n, ls, lr);
+        /* deterministic: the same call gives the same bits */
+        memcpy(ys, x, (size_t)n * sizeof(float));
+        cr_assert(S->coupling_fwd(ys, raw, t, n) == ls);
+        free(x); free(raw); free(t); free(yr); free(ys);
+    }
+}
+
+Test(simd, coupling_rev_matches_ref) {
+    const gt_kernels *S = simd_table();
+    for (size_t a = 0; a < N_TAILS; a++) {
+        const int64_t n = tail_ns[a];
+        float *x = rand_buf(n, -3, 3), *raw = coupling_raw(n), *t = rand_buf(n, -1, 1);
+        float *yr = malloc((size_t)(n + 1) * sizeof(float)), *ys = malloc((size_t)(n + 1) * sizeof(float));
+        memcpy(yr, x, (size_t)n * sizeof(float));
+        memcpy(ys, x, (size_t)n * sizeof(float));
+        gt_kernels_ref.coupling_rev(yr, raw, t, n);
+        S->coupling_rev(ys, raw, t, n);
+        for (int64_t i = 0; i < n; i++) {
+            /* yb / s with s near FLT_MIN: ref's s is itself inexact there */
+            if (raw[i] < -80 && isfinite(yr[i])) continue;
+            /* yb/s - t cancels: scale the tolerance by |yb/s| + |t| */
+            const double mag = fabs((double)x[i] * (1 + exp(-(double)raw[i]))) + fabs(t[i]);
+            cr_assert(isinf(yr[i]) ? ys[i] == yr[i] : fabs(ys[i] - yr[i]) <= ULP4 * mag + 1e-37,
+                      "n=%ld i=%ld raw=%g: %.9g vs %.9g", (long)n, (long)i, raw[i], ys[i], yr[i]);
+        }
+        free(x); free(raw); free(t); free(yr); free(ys);
+    }
+}
+
+Test(simd, add_bit_identical) {
+    const gt_kernels *S = simd_table();
+    for (size_t a = 0; a < N_TAILS; a++)
+        for (int sg = -1; sg <= 1; sg += 2) {
+            const int64_t n = tail_ns[a];
+            float *x = rand_buf(n, -3, 3), *h = rand_buf(n, -3, 3), *xs = malloc((size_t)(n + 1) * sizeof(float));
+            memcpy(xs, x, (size_t)n * sizeof(float));
+            gt_kernels_ref.add(x, h, n, (float)sg);
+            S->add(xs, h, n, (float)sg);
+            cr_assert(!memcmp(x, xs, (size_t)n * sizeof(float)), "n=%ld sign=%d", (long)n, sg);
+            free(x); free(h); free(xs);
+        }
+}
+
+Test(simd, gauss_logp_and_from_eps_match_ref) {
+    const gt_kernels *S = simd_table();
+    for (size_t a = 0; a < N_TAILS; a++) {
+        const int64_t n = tail_ns[a];
+        float *z = rand_buf(n, -4, 4), *m = rand_buf(n, -1, 1), *ls = rand_buf(n, -5, 3);
+        float *er = rand_buf(n, 0, 0), *es = rand_buf(n, 0, 0), *zr = rand_buf(n, 0, 0), *zs = rand_buf(n, 0, 0);
+        const double lr = gt_kernels_ref.gauss_logp(z, m, ls, er, n), lps = S->gauss_logp(z, m, ls, es, n);
+        double mag = 0;
+        for (int64_t i = 0; i < n; i++) {
+            cr_assert(close_rel(es[i], er[i], ULP4, 1e-37), "eps n=%ld i=%ld: %.9g vs %.9g", (long)n, (long)i, es[i], er[i]);
+            mag += 0.92 + fabs(ls[i]) + 0.5 * (double)er[i] * er[i];
+        }
+        cr_assert(fabs(lps - lr) <= 1e-6 * mag + 1e-30, "n=%ld logp %.17g vs %.17g", (long)n, lps, lr);
+        cr_assert(S->gauss_logp(z, m, ls, NULL, n) == lps, "eps output must not change the sum");
+        gt_kernels_ref.gauss_from_eps(zr, m, ls, er, n);
+        S->gauss_from_eps(zs, m, ls, er, n);
+        for (int64_t i = 0; i < n; i++) {
+            const double mag1 = fabs(m[i]) + fabs(exp((double)ls[i]) * er[i]);
+            cr_assert(fabs(zs[i] - zr[i]) <= ULP4 * mag1 + 1e-37, "z n=%ld i=%ld: %.9g vs %.9g", (long)n, (long)i, zs[i], zr[i]);
+        }
+        free(z); free(m); free(ls); free(er); free(es); free(zr); free(zs);
+    }
+}
+
+/* exp over its whole float range, through gauss_from_eps (mean 0, eps 1). */
+Test(simd, vector_exp_within_4_ulp) {
+    const gt_kernels *S = simd_table();
+    const int64_t n = 200003;
+    float *ls = malloc(n * sizeof(float)), *one = malloc(n * sizeof(float)), *zero = calloc(n, sizeof(float));
+    float *zr = malloc(n * sizeof(float)), *zs = malloc(n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        ls[i] = -87.3f + (88.7f + 87.3f) * (float)i / (float)(n - 1);
+        one[i] = 1.0f;
+    }
+    ls[0] = -104.0f; ls[1] = -90.0f; ls[2] = 88.72f; ls[3] = 89.0f; ls[4] = 200.0f; ls[5] = -INFINITY; ls[6] = INFINITY;
+    gt_kernels_ref.gauss_from_eps(zr, zero, ls, one, n);
+    S->gauss_from_eps(zs, zero, ls, one, n);
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (zr[i] < 1.2e-38f) { /* below the normal range: 0 or a denormal */
+            cr_assert(zs[i] >= 0 && zs[i] < 1.2e-38f, "exp(%g) = %g, want %g", ls[i], zs[i], zr[i]);
+            continue;
+        }
+        if (isinf(zr[i])) {
+            cr_assert(isinf(zs[i]), "exp(%g) = %g, want inf", ls[i], zs[i]);
+            continue;
+        }
+        const double ulps = fabs((double)zs[i] - zr[i]) / (nextafterf(zr[i], INFINITY) - zr[i]);
+        if (ulps > worst) worst = ulps;
+        cr_assert(ulps <= 4, "exp(%.9g) = %.9g, want %.9g (%g ulp)", ls[i], zs[i], zr[i], ulps);
+    }
+    cr_log_info("%s exp: worst %g ulp against libm", S->name, worst);
+    free(ls); free(one); free(zero); free(zr); free(zs);
+}
+
+Test(simd, edge_bias_bit_identical) {
+    const gt_kernels *S = simd_table();
+    for (int C = 1; C <= 5; C += 2)
+        for (int H = 1; H <= 12; H++)
+            for (int W = 1; W <= 21; W++)
+                for (int relu = 0; relu <= 1; relu++) {
+                    const int64_t n = (int64_t)C * H * W;
+                    float *e = rand_buf(9 * C, -1, 1), *o1 = rand_buf(n, -1, 1), *o2 = malloc(n * sizeof(float));
+                    o1[0] = -0.0f;
+                    if (n > 3) o1[3] = NAN;
+                    memcpy(o2, o1, n * sizeof(float));
+                    gt_kernels_ref.edge_bias(o1, e, C, H, W, relu);
+                    S->edge_bias(o2, e, C, H, W, relu);
+                    cr_assert(!memcmp(o1, o2, n * sizeof(float)), "C=%d H=%d W=%d relu=%d", C, H, W, relu);
+                    free(e); free(o1); free(o2);
+                }
+}
+
+Test(simd, normal_noise_bit_identical) {
+    const gt_kernels *S = simd_table();
+    const int64_t starts[] = {0, 1, 2, 3, 7, 15, 16, 17, 4095, (int64_t)1 << 33};
+    for (size_t a = 0; a < sizeof starts / sizeof starts[0]; a++)
+        for (size_t b = 0; b < N_TAILS; b++) {
+            const int64_t n = tail_ns[b];
+            float *r = malloc((size_t)(n + 1) * sizeof(float)), *s = malloc((size_t)(n + 2) * sizeof(float));
+            s[n] = 12345.0f;
+            gt_kernels_ref.normal_noise(0x123456789abcdefull, 77 + a, starts[a], n, 0.7f, r);
+            S->normal_noise(0x123456789abcdefull, 77 + a, starts[a], n, 0.7f, s);
+            cr_assert(!memcmp(r, s, (size_t)n * sizeof(float)), "j0=%ld n=%ld", (long)starts[a], (long)n);
+            cr_assert(s[n] == 12345.0f, "wrote past the end");
+            free(r); free(s);
+        }
+}
+
+Test(dispatch, isa_names_and_refusals) {
+    const char *why;
+    cr_assert(kernels_isa("ref", &why) == &gt_kernels_ref && !why);
+    cr_assert(!kernels_isa("sse9", &why) && why && strstr(why, "ref, avx2 or neon"));
+#if defined(__x86_64__)
+    cr_assert(!kernels_isa("neon", &why) && why && strstr(why, "neon"));
+#elif defined(__aarch64__)
+    cr_assert(!kernels_isa("avx2", &why) && why && strstr(why, "avx2"));
+    cr_assert(kernels_isa("neon", &why) != NULL);
+#endif
+    setenv("GLOWRT_ISA", "ref", 1);
+    cr_assert(kernels_select(&why) == &gt_kernels_ref);
+    setenv("GLOWRT_ISA", "bogus", 1);
+    cr_assert(!kernels_select(&why) && why);
+    unsetenv("GLOWRT_ISA");
+    const gt_kernels *best = kernels_select(&why);
+    cr_assert(best && !why);
+    cr_log_info("default ISA: %s", best->name);
 }
