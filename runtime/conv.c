@@ -5,15 +5,24 @@
 #include <string.h>
 
 #include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
 
 #include "glowrt.h"
 
+/* Memory objects and a stream for each thread that may run the primitive:
+ * setting data handles is not thread-safe on shared memory objects. */
+typedef struct {
+    dnnl_stream_t stream;
+    dnnl_memory_t src, wei, bias, dst, scratch;
+} conv_slot;
+
 struct gt_conv {
     dnnl_engine_t engine;
-    dnnl_stream_t stream;
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
-    dnnl_memory_t src, wei, bias, dst;
+    size_t scratch_size;
+    int n_slots;
+    conv_slot *slots;
 };
 
 #define CHECK(call, what)                                                                            \
@@ -25,8 +34,9 @@ struct gt_conv {
         }                                                                                            \
     } while (0)
 
-int conv_create(int cin, int cout, int h, int w, int k, int relu, gt_conv **out, char *err) {
+int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads, gt_conv **out, char *err) {
     gt_conv *c = calloc(1, sizeof *c);
+    const int saved_threads = omp_get_max_threads();
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t po = NULL;
     *out = NULL;
@@ -35,7 +45,6 @@ int conv_create(int cin, int cout, int h, int w, int k, int relu, gt_conv **out,
         return 1;
     }
     CHECK(dnnl_engine_create(&c->engine, dnnl_cpu, 0), "engine");
-    CHECK(dnnl_stream_create(&c->stream, c->engine, dnnl_stream_default_flags), "stream");
     dnnl_memory_desc_t src_md, wei_md, bias_md, dst_md;
     const dnnl_dims_t src_dims = {1, cin, h, w}, dst_dims = {1, cout, h, w}, wei_dims = {cout, cin, k, k};
     const dnnl_dims_t bias_dims = {cout}, strides = {1, 1}, pad = {k / 2, k / 2};
@@ -50,38 +59,75 @@ int conv_create(int cin, int cout, int h, int w, int k, int relu, gt_conv **out,
                                              &bias_md, &dst_md, strides, pad, pad),
           "convolution desc");
     CHECK(dnnl_primitive_attr_create(&attr), "attr");
+    CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode");
     if (relu) {
         CHECK(dnnl_post_ops_create(&po), "post-ops");
         CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "relu post-op");
         CHECK(dnnl_primitive_attr_set_post_ops(attr, po), "set post-ops");
     }
+    /* Created for one thread: each call runs single-threaded (the session
+     * spreads whole convolutions or output-channel chunks over threads), so
+     * the arithmetic, and so the result, never depends on the thread count. */
+    omp_set_num_threads(1);
     CHECK(dnnl_primitive_desc_create(&c->pd, &cd, attr, c->engine, NULL), "convolution primitive desc");
     CHECK(dnnl_primitive_create(&c->prim, c->pd), "convolution primitive");
-    CHECK(dnnl_memory_create(&c->src, &src_md, c->engine, DNNL_MEMORY_NONE), "src memory");
-    CHECK(dnnl_memory_create(&c->dst, &dst_md, c->engine, DNNL_MEMORY_NONE), "dst memory");
-    CHECK(dnnl_memory_create(&c->wei, &wei_md, c->engine, DNNL_MEMORY_NONE), "weights memory");
-    CHECK(dnnl_memory_create(&c->bias, &bias_md, c->engine, DNNL_MEMORY_NONE), "bias memory");
+    omp_set_num_threads(saved_threads);
+    const dnnl_memory_desc_t *scratch_md = dnnl_primitive_desc_query_md(c->pd, dnnl_query_scratchpad_md, 0);
+    c->scratch_size = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
+    c->n_slots = n_threads;
+    c->slots = calloc((size_t)n_threads, sizeof *c->slots);
+    if (!c->slots) {
+        snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+        goto fail;
+    }
+    for (int t = 0; t < n_threads; t++) {
+        conv_slot *sl = &c->slots[t];
+        CHECK(dnnl_stream_create(&sl->stream, c->engine, dnnl_stream_default_flags), "stream");
+        CHECK(dnnl_memory_create(&sl->src, &src_md, c->engine, DNNL_MEMORY_NONE), "src memory");
+        CHECK(dnnl_memory_create(&sl->dst, &dst_md, c->engine, DNNL_MEMORY_NONE), "dst memory");
+        CHECK(dnnl_memory_create(&sl->wei, &wei_md, c->engine, DNNL_MEMORY_NONE), "weights memory");
+        CHECK(dnnl_memory_create(&sl->bias, &bias_md, c->engine, DNNL_MEMORY_NONE), "bias memory");
+        if (scratch_md && c->scratch_size)
+            CHECK(dnnl_memory_create(&sl->scratch, scratch_md, c->engine, DNNL_MEMORY_NONE), "scratchpad memory");
+    }
     if (po) dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
     *out = c;
     return 0;
 fail:
+    omp_set_num_threads(saved_threads);
     if (po) dnnl_post_ops_destroy(po);
     if (attr) dnnl_primitive_attr_destroy(attr);
     conv_free(c);
     return 1;
 }
 
-int conv_run(gt_conv *c, const float *src, const float *weights, const float *bias, float *dst, char *err) {
+size_t conv_scratch_size(const gt_conv *c) { return c->scratch_size; }
+
+int conv_run(gt_conv *c, int tid, const float *src, const float *weights, const float *bias, float *dst, void *scratch,
+             char *err) {
+    if (tid < 0 || tid >= c->n_slots) {
+        snprintf(err, GLOWRT_ERR_LEN, "internal: convolution run on thread %d of %d", tid, c->n_slots);
+        return 1;
+    }
+    conv_slot *sl = &c->slots[tid];
     /* oneDNN only reads src, weights and bias: the casts drop const for its API. */
-    CHECK(dnnl_memory_set_data_handle(c->src, (void *)src), "set src");
-    CHECK(dnnl_memory_set_data_handle(c->wei, (void *)weights), "set weights");
-    CHECK(dnnl_memory_set_data_handle(c->bias, (void *)bias), "set bias");
-    CHECK(dnnl_memory_set_data_handle(c->dst, dst), "set dst");
-    dnnl_exec_arg_t args[4] = {
-        {DNNL_ARG_SRC, c->src}, {DNNL_ARG_WEIGHTS, c->wei}, {DNNL_ARG_BIAS, c->bias}, {DNNL_ARG_DST, c->dst}};
-    CHECK(dnnl_primitive_execute(c->prim, c->stream, 4, args), "convolution");
-    CHECK(dnnl_stream_wait(c->stream), "stream wait");
+    CHECK(dnnl_memory_set_data_handle(sl->src, (void *)src), "set src");
+    CHECK(dnnl_memory_set_data_handle(sl->wei, (void *)weights), "set weights");
+    CHECK(dnnl_memory_set_data_handle(sl->bias, (void *)bias), "set bias");
+    CHECK(dnnl_memory_set_data_handle(sl->dst, dst), "set dst");
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, sl->src},
+                               {DNNL_ARG_WEIGHTS, sl->wei},
+                               {DNNL_ARG_BIAS, sl->bias},
+                               {DNNL_ARG_DST, sl->dst},
+                               {DNNL_ARG_SCRATCHPAD, sl->scratch}};
+    int nargs = 4;
+    if (sl->scratch) {
+        CHECK(dnnl_memory_set_data_handle(sl->scratch, scratch), "set scratchpad");
+        nargs = 5;
+    }
+    CHECK(dnnl_primitive_execute(c->prim, sl->stream, nargs, args), "convolution");
+    CHECK(dnnl_stream_wait(sl->stream), "stream wait");
     return 0;
 fail:
     return 1;
@@ -95,13 +141,18 @@ const char *conv_impl(const gt_conv *c) {
 
 void conv_free(gt_conv *c) {
     if (!c) return;
-    if (c->src) dnnl_memory_destroy(c->src);
-    if (c->dst) dnnl_memory_destroy(c->dst);
-    if (c->wei) dnnl_memory_destroy(c->wei);
-    if (c->bias) dnnl_memory_destroy(c->bias);
+    for (int t = 0; c->slots && t < c->n_slots; t++) {
+        conv_slot *sl = &c->slots[t];
+        if (sl->src) dnnl_memory_destroy(sl->src);
+        if (sl->dst) dnnl_memory_destroy(sl->dst);
+        if (sl->wei) dnnl_memory_destroy(sl->wei);
+        if (sl->bias) dnnl_memory_destroy(sl->bias);
+        if (sl->scratch) dnnl_memory_destroy(sl->scratch);
+        if (sl->stream) dnnl_stream_destroy(sl->stream);
+    }
+    free(c->slots);
     if (c->prim) dnnl_primitive_destroy(c->prim);
     if (c->pd) dnnl_primitive_desc_destroy(c->pd);
-    if (c->stream) dnnl_stream_destroy(c->stream);
     if (c->engine) dnnl_engine_destroy(c->engine);
     free(c);
 }

@@ -2,15 +2,20 @@
  * project is in conv.c, so that a port to oneDNN's v3 API touches one file. */
 #ifndef GLOWRT_CONV_H
 #define GLOWRT_CONV_H
+#include <stddef.h>
 
 typedef struct gt_conv gt_conv;
 
 /* A k x k convolution (k = 1 or 3, stride 1, zero padding k/2) of one image
  * [cin][h][w] -> [cout][h][w], with bias, optionally followed by ReLU.
  * The primitive is created once; weights [cout][cin][k][k] and bias are given
- * per call and used in place (no copy). */
-int conv_create(int cin, int cout, int h, int w, int k, int relu, gt_conv **out, char *err);
-int conv_run(gt_conv *c, const float *src, const float *weights, const float *bias, float *dst, char *err);
+ * per call and used in place (no copy). Each call runs on the calling thread
+ * alone; threads 0..n_threads-1 may call it concurrently, each with its own
+ * tid and its own scratch buffer of conv_scratch_size bytes. */
+int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads, gt_conv **out, char *err);
+size_t conv_scratch_size(const gt_conv *c);
+int conv_run(gt_conv *c, int tid, const float *src, const float *weights, const float *bias, float *dst, void *scratch,
+             char *err);
 void conv_free(gt_conv *c);
 /* oneDNN's name for the implementation it chose. */
 const char *conv_impl(const gt_conv *c);

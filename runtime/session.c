@@ -15,11 +15,21 @@
 #include "kernels/kernels.h"
 #include "model.h"
 
-/* Shape and scratch bookkeeping of one plan op at this session's size. */
+/* A convolution split into output-channel chunks of a fixed size. Each
+ * chunk runs single-threaded, on whichever thread: the chunks, and so the
+ * arithmetic, depend only on the model, never on threads or batch. */
+#define CONV_CHUNK 64
+
 typedef struct {
-    int C, H, W;         /* input shape of the op (forward direction) */
-    int64_t eps_off;     /* where its latents start in eps (SPLIT, TOP_PRIOR) */
-    gt_conv *conv[3];    /* COUPLING: net convs; SPLIT: conv[0] is the prior */
+    int cin, cout, k, n_chunks;
+    gt_conv *full, *tail;  /* chunk primitives: CONV_CHUNK outputs, and the rest */
+} conv_plan;
+
+/* Shape and convolutions of one plan op at this session's size. */
+typedef struct {
+    int C, H, W;           /* input shape of the op (forward direction) */
+    int64_t eps_off;       /* where its latents start in eps (SPLIT, TOP_PRIOR) */
+    conv_plan conv[3];     /* COUPLING: the network; SPLIT: conv[0] is the prior */
 } op_state;
 
 typedef struct {
@@ -27,19 +37,28 @@ typedef struct {
     gt_conv *conv;
 } conv_entry;
 
+/* Everything one image in flight needs. */
+typedef struct {
+    float *cur, *nxt;      /* [D] each, ping-pong */
+    float *h1, *h2, *hout; /* coupling network / prior activations */
+    double *part;          /* per-channel partial sums */
+    void **scratch;        /* one oneDNN scratchpad per thread */
+    int failed;
+    char err[GLOWRT_ERR_LEN];
+} worker;
+
 struct glowrt_session {
     const glowrt_model *m;
     const gt_kernels *k;
     int max_batch, H, W, threads;
     int64_t D;
     op_state *ops;
-    conv_entry *convs;   /* distinct primitives, shared between ops of one shape */
+    conv_entry *convs;     /* distinct primitives, shared between ops of one shape */
     int n_convs;
-    float *cur, *nxt;    /* [D] each */
-    float *h1, *h2, *hout;
-    double *part;        /* per-channel partial sums */
-    float *top;          /* the top prior's mean / log_sd, [2C][H*W] */
-    float *zeros;        /* for an N(0, I) top prior */
+    size_t scratch_size;
+    worker *workers;       /* one per thread */
+    float *top;            /* the top prior's mean / log_sd, [2C][H*W] */
+    float *zeros;          /* for an N(0, I) top prior */
 };
 
 static const gt_kernels *g_kernels;
@@ -89,8 +108,20 @@ static int get_conv(glowrt_session *s, int cin, int cout, int h, int w, int ksz,
     }
     s->convs = grown;
     s->convs[s->n_convs] = want;
-    if (conv_create(cin, cout, h, w, ksz, relu, &s->convs[s->n_convs].conv, err)) return 1;
+    if (conv_create(cin, cout, h, w, ksz, relu, s->threads, &s->convs[s->n_convs].conv, err)) return 1;
     *out = s->convs[s->n_convs++].conv;
+    if (conv_scratch_size(*out) > s->scratch_size) s->scratch_size = conv_scratch_size(*out);
+    return 0;
+}
+
+static int plan_conv(glowrt_session *s, conv_plan *p, int cin, int cout, int h, int w, int ksz, int relu, char *err) {
+    p->cin = cin;
+    p->cout = cout;
+    p->k = ksz;
+    p->n_chunks = (cout + CONV_CHUNK - 1) / CONV_CHUNK;
+    p->full = p->tail = NULL;
+    if (cout >= CONV_CHUNK && get_conv(s, cin, CONV_CHUNK, h, w, ksz, relu, &p->full, err)) return 1;
+    if (cout % CONV_CHUNK && get_conv(s, cin, cout % CONV_CHUNK, h, w, ksz, relu, &p->tail, err)) return 1;
     return 0;
 }
 
@@ -109,6 +140,17 @@ static void *alloc_floats(int64_t n) {
     if (posix_memalign(&p, 64, (size_t)n * sizeof(float))) return NULL;
     memset(p, 0, (size_t)n * sizeof(float));
     return p;
+}
+
+static void worker_free(worker *w, int threads) {
+    free(w->cur);
+    free(w->nxt);
+    free(w->h1);
+    free(w->h2);
+    free(w->hout);
+    free(w->part);
+    for (int t = 0; w->scratch && t < threads; t++) free(w->scratch[t]);
+    free(w->scratch);
 }
 
 int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int width, int threads,
@@ -139,10 +181,11 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
     s->H = height;
     s->W = width;
     s->threads = threads > 0 ? threads : omp_get_num_procs();
+    if (s->threads > 1024) s->threads = 1024;
     s->D = glowrt_dim(m, height, width);
     s->ops = calloc((size_t)m->n_ops, sizeof *s->ops);
-    if (!s->ops) goto oom;
-    omp_set_num_threads(s->threads);
+    s->workers = calloc((size_t)s->threads, sizeof *s->workers);
+    if (!s->ops || !s->workers) goto oom;
 
     int C = m->in_c, H = height, W = width;
     int64_t eps_off = 0, hid_max = 1, out_max = 1, part_max = 1;
@@ -162,9 +205,10 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
         case OP_AFFINE: break;
         case OP_COUPLING: {
             const int hid = (int)op->ints[1], co = (int)op->t[5]->dims[0];
-            if (get_conv(s, C / 2, hid, H, W, 3, op->t[2] == NULL, &st->conv[0], err) ||
-                get_conv(s, hid, hid, H, W, 1, 1, &st->conv[1], err) ||
-                get_conv(s, hid, co, H, W, 3, 0, &st->conv[2], err))
+            /* With an edge table the ReLU must wait until the border is added. */
+            if (plan_conv(s, &st->conv[0], C / 2, hid, H, W, 3, op->t[2] == NULL, err) ||
+                plan_conv(s, &st->conv[1], hid, hid, H, W, 1, 1, err) ||
+                plan_conv(s, &st->conv[2], hid, co, H, W, 3, 0, err))
                 goto fail;
             if (hid * hw > hid_max) hid_max = hid * hw;
             if (co * hw > out_max) out_max = co * hw;
@@ -172,7 +216,7 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
             break;
         }
         case OP_SPLIT:
-            if (get_conv(s, C / 2, C, H, W, 3, 0, &st->conv[0], err)) goto fail;
+            if (plan_conv(s, &st->conv[0], C / 2, C, H, W, 3, 0, err)) goto fail;
             if (C * hw > out_max) out_max = C * hw;
             if (C > part_max) part_max = C;
             st->eps_off = eps_off;
@@ -195,13 +239,23 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
             break;
         }
     }
-    s->cur = alloc_floats(s->D);
-    s->nxt = alloc_floats(s->D);
-    s->h1 = alloc_floats(hid_max);
-    s->h2 = alloc_floats(hid_max);
-    s->hout = alloc_floats(out_max);
-    s->part = calloc((size_t)part_max, sizeof(double));
-    if (!s->cur || !s->nxt || !s->h1 || !s->h2 || !s->hout || !s->part) goto oom;
+    /* Only as many workers as images can be in flight at once. */
+    for (int t = 0; t < s->threads && t < s->max_batch; t++) {
+        worker *w = &s->workers[t];
+        w->cur = alloc_floats(s->D);
+        w->nxt = alloc_floats(s->D);
+        w->h1 = alloc_floats(hid_max);
+        w->h2 = alloc_floats(hid_max);
+        w->hout = alloc_floats(out_max);
+        w->part = calloc((size_t)part_max, sizeof(double));
+        w->scratch = calloc((size_t)s->threads, sizeof(void *));
+        if (!w->cur || !w->nxt || !w->h1 || !w->h2 || !w->hout || !w->part || !w->scratch) goto oom;
+        for (int u = 0; u < s->threads; u++) {
+            /* Worker 0 runs one image with all threads; the others run alone. */
+            if (t > 0 && u != t) continue;
+            if (s->scratch_size && posix_memalign(&w->scratch[u], 64, s->scratch_size)) goto oom;
+        }
+    }
     *out = s;
     return 0;
 oom:
@@ -216,21 +270,17 @@ void glowrt_session_free(glowrt_session *s) {
     for (int i = 0; i < s->n_convs; i++) conv_free(s->convs[i].conv);
     free(s->convs);
     free(s->ops);
-    free(s->cur);
-    free(s->nxt);
-    free(s->h1);
-    free(s->h2);
-    free(s->hout);
-    free(s->part);
+    for (int t = 0; s->workers && t < s->threads; t++) worker_free(&s->workers[t], s->threads);
+    free(s->workers);
     free(s->top);
     free(s->zeros);
     free(s);
 }
 
-static void swap(glowrt_session *s) {
-    float *t = s->cur;
-    s->cur = s->nxt;
-    s->nxt = t;
+static void swap(worker *w) {
+    float *t = w->cur;
+    w->cur = w->nxt;
+    w->nxt = t;
 }
 
 static double sum_parts(const double *part, int n) {
@@ -239,40 +289,66 @@ static double sum_parts(const double *part, int n) {
     return acc;
 }
 
-/* h = NN(xa) of a coupling op into s->hout. */
-static int coupling_net(glowrt_session *s, const gt_op *op, const op_state *st, const float *xa, char *err) {
-    const int hid = (int)op->ints[1], co = (int)op->t[5]->dims[0];
-    if (conv_run(st->conv[0], xa, op->t[0]->data, op->t[1]->data, s->h1, err)) return 1;
-    if (op->t[2]) s->k->edge_bias(s->h1, op->t[2]->data, hid, st->H, st->W, 1);
-    if (conv_run(st->conv[1], s->h1, op->t[3]->data, op->t[4]->data, s->h2, err)) return 1;
-    if (conv_run(st->conv[2], s->h2, op->t[5]->data, op->t[6]->data, s->hout, err)) return 1;
-    if (op->t[7]) s->k->edge_bias(s->hout, op->t[7]->data, co, st->H, st->W, 0);
-    return 0;
+/* The thread id inside a parallel region, or the worker's own id when the
+ * worker runs alone (images in parallel). */
+#define TID(par, wid) ((par) ? omp_get_thread_num() : (wid))
+
+/* dst = conv(src) chunk by chunk; with par, chunks go to the team's threads. */
+static void run_conv(glowrt_session *s, worker *w, int wid, int par, const conv_plan *p, const float *src,
+                     const float *weights, const float *bias, float *dst, int64_t hw) {
+    const int64_t wsz = (int64_t)p->cin * p->k * p->k;
+#pragma omp parallel for schedule(static) if (par && p->n_chunks > 1)
+    for (int j = 0; j < p->n_chunks; j++) {
+        const int tid = TID(par && p->n_chunks > 1, wid);
+        gt_conv *c = (j + 1) * CONV_CHUNK <= p->cout ? p->full : p->tail;
+        char err[GLOWRT_ERR_LEN];
+        const int64_t o = (int64_t)j * CONV_CHUNK;
+        if (conv_run(c, tid, src, weights + o * wsz, bias + o, dst + o * hw, w->scratch[tid], err)) {
+#pragma omp critical(glowrt_err)
+            {
+                w->failed = 1;
+                memcpy(w->err, err, sizeof err);
+            }
+        }
+    }
 }
 
-/* The split prior's mean / log_sd from z1 into s->hout. */
-static int split_prior(glowrt_session *s, const gt_op *op, const op_state *st, const float *z1, char *err) {
-    if (conv_run(st->conv[0], z1, op->t[0]->data, op->t[1]->data, s->hout, err)) return 1;
-    if (op->t[2]) s->k->edge_bias(s->hout, op->t[2]->data, st->C, st->H, st->W, 0);
-    return 0;
+/* h = NN(xa) of a coupling op into w->hout. */
+static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const gt_op *op, const op_state *st,
+                         const float *xa) {
+    const int64_t hw = (int64_t)st->H * st->W;
+    run_conv(s, w, wid, par, &st->conv[0], xa, op->t[0]->data, op->t[1]->data, w->h1, hw);
+    if (op->t[2]) s->k->edge_bias(w->h1, op->t[2]->data, st->conv[0].cout, st->H, st->W, 1);
+    run_conv(s, w, wid, par, &st->conv[1], w->h1, op->t[3]->data, op->t[4]->data, w->h2, hw);
+    run_conv(s, w, wid, par, &st->conv[2], w->h2, op->t[5]->data, op->t[6]->data, w->hout, hw);
+    if (op->t[7]) s->k->edge_bias(w->hout, op->t[7]->data, st->conv[2].cout, st->H, st->W, 0);
+}
+
+/* The split prior's mean / log_sd from z1 into w->hout. */
+static void split_prior(glowrt_session *s, worker *w, int wid, int par, const gt_op *op, const op_state *st,
+                        const float *z1) {
+    run_conv(s, w, wid, par, &st->conv[0], z1, op->t[0]->data, op->t[1]->data, w->hout, (int64_t)st->H * st->W);
+    if (op->t[2]) s->k->edge_bias(w->hout, op->t[2]->data, st->C, st->H, st->W, 0);
 }
 
 /* log p(z) of half channels of z under prior p [2*half][hw] (or mean = log_sd
  * = zeros when p is NULL), writing eps when asked. */
-static double prior_logp(glowrt_session *s, int halves, int half, int64_t hw, const float *z, const float *p, float *eps) {
+static double prior_logp(glowrt_session *s, worker *w, int par, int halves, int half, int64_t hw, const float *z,
+                         const float *p, float *eps) {
     const gt_kernels *k = s->k;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int kk = 0; kk < half; kk++) {
         const float *mean = p ? p + prior_mean_ch(halves, half, kk) * hw : s->zeros;
         const float *lsd = p ? p + prior_logsd_ch(halves, half, kk) * hw : s->zeros;
-        s->part[kk] = k->gauss_logp(z + kk * hw, mean, lsd, eps ? eps + kk * hw : NULL, hw);
+        w->part[kk] = k->gauss_logp(z + kk * hw, mean, lsd, eps ? eps + kk * hw : NULL, hw);
     }
-    return sum_parts(s->part, half);
+    return sum_parts(w->part, half);
 }
 
-static void prior_sample(glowrt_session *s, int halves, int half, int64_t hw, float *z, const float *p, const float *eps) {
+static void prior_sample(glowrt_session *s, int par, int halves, int half, int64_t hw, float *z, const float *p,
+                         const float *eps) {
     const gt_kernels *k = s->k;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int kk = 0; kk < half; kk++) {
         const float *mean = p ? p + prior_mean_ch(halves, half, kk) * hw : s->zeros;
         const float *lsd = p ? p + prior_logsd_ch(halves, half, kk) * hw : s->zeros;
@@ -280,120 +356,163 @@ static void prior_sample(glowrt_session *s, int halves, int half, int64_t hw, fl
     }
 }
 
-/* One image forward: x [D] -> log_p, and eps [D] when asked. */
-static int forward_one(glowrt_session *s, const float *x, double *log_p, float *eps, char *err) {
+/* One image forward: x [D] -> log_p, and eps [D] when asked. par: spread
+ * the work of this one image over the thread team. */
+static void forward_one(glowrt_session *s, worker *w, int wid, int par, const float *x, double *log_p, float *eps) {
     const glowrt_model *m = s->m;
     const gt_kernels *k = s->k;
     double logdet = 0, logp = 0;
-    memcpy(s->cur, x, (size_t)s->D * sizeof(float));
-    for (int i = 0; i < m->n_ops; i++) {
+    memcpy(w->cur, x, (size_t)s->D * sizeof(float));
+    for (int i = 0; i < m->n_ops && !w->failed; i++) {
         const gt_op *op = &m->ops[i];
         const op_state *st = &s->ops[i];
         const int C = st->C, half = C / 2;
         const int64_t hw = (int64_t)st->H * st->W;
         switch (op->code) {
         case OP_SQUEEZE:
-            k->squeeze(s->cur, s->nxt, C, st->H, st->W);
-            swap(s);
+            k->squeeze(w->cur, w->nxt, C, st->H, st->W);
+            swap(w);
             break;
         case OP_AFFINE:
-            k->affine(op->t[0]->data, op->t[1]->data, C, hw, s->cur, s->nxt);
-            swap(s);
+            k->affine(op->t[0]->data, op->t[1]->data, C, hw, w->cur, w->nxt);
+            swap(w);
             logdet += (double)hw * op->f64s[0];
             break;
         case OP_COUPLING: {
-            float *xb = s->cur + half * hw;
-            if (coupling_net(s, op, st, s->cur, err)) return 1;
+            float *xb = w->cur + half * hw;
+            coupling_net(s, w, wid, par, op, st, w->cur);
             const int halves = (int)op->ints[3];
             if (op->ints[2] == COUPLING_AFFINE) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
                 for (int kk = 0; kk < half; kk++)
-                    s->part[kk] = k->coupling_fwd(xb + kk * hw, s->hout + coupling_scale_ch(halves, half, kk) * hw,
-                                                  s->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
-                logdet += sum_parts(s->part, half);
+                    w->part[kk] = k->coupling_fwd(xb + kk * hw, w->hout + coupling_scale_ch(halves, half, kk) * hw,
+                                                  w->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
+                logdet += sum_parts(w->part, half);
             } else {
-#pragma omp parallel for schedule(static)
-                for (int kk = 0; kk < half; kk++) k->add(xb + kk * hw, s->hout + kk * hw, hw, 1.0f);
+                k->add(xb, w->hout, half * hw, 1.0f);
             }
             break;
         }
         case OP_SPLIT:
-            if (split_prior(s, op, st, s->cur, err)) return 1;
-            logp += prior_logp(s, (int)op->ints[1], half, hw, s->cur + half * hw, s->hout, eps ? eps + st->eps_off : NULL);
+            split_prior(s, w, wid, par, op, st, w->cur);
+            logp += prior_logp(s, w, par, (int)op->ints[1], half, hw, w->cur + half * hw, w->hout,
+                               eps ? eps + st->eps_off : NULL);
             break;
         case OP_TOP_PRIOR:
-            logp += prior_logp(s, (int)op->ints[1], C, hw, s->cur, op->ints[2] ? s->top : NULL,
+            logp += prior_logp(s, w, par, (int)op->ints[1], C, hw, w->cur, op->ints[2] ? s->top : NULL,
                                eps ? eps + st->eps_off : NULL);
             break;
         }
     }
     *log_p = logp + logdet;
-    return 0;
 }
 
-/* One image reverse: eps [D] -> x [D]. */
-static int reverse_one(glowrt_session *s, const float *eps, float *x, char *err) {
+/* One image reverse: eps [D] -> x [D] (x may alias eps). */
+static void reverse_one(glowrt_session *s, worker *w, int wid, int par, const float *eps, float *x) {
     const glowrt_model *m = s->m;
     const gt_kernels *k = s->k;
-    for (int i = m->n_ops - 1; i >= 0; i--) {
+    for (int i = m->n_ops - 1; i >= 0 && !w->failed; i--) {
         const gt_op *op = &m->ops[i];
         const op_state *st = &s->ops[i];
         const int C = st->C, half = C / 2;
         const int64_t hw = (int64_t)st->H * st->W;
         switch (op->code) {
         case OP_TOP_PRIOR:
-            prior_sample(s, (int)op->ints[1], C, hw, s->cur, op->ints[2] ? s->top : NULL, eps + st->eps_off);
+            prior_sample(s, par, (int)op->ints[1], C, hw, w->cur, op->ints[2] ? s->top : NULL, eps + st->eps_off);
             break;
         case OP_SPLIT:
-            if (split_prior(s, op, st, s->cur, err)) return 1;
-            prior_sample(s, (int)op->ints[1], half, hw, s->cur + half * hw, s->hout, eps + st->eps_off);
+            split_prior(s, w, wid, par, op, st, w->cur);
+            prior_sample(s, par, (int)op->ints[1], half, hw, w->cur + half * hw, w->hout, eps + st->eps_off);
             break;
         case OP_COUPLING: {
-            float *xb = s->cur + half * hw;
-            if (coupling_net(s, op, st, s->cur, err)) return 1;
+            float *xb = w->cur + half * hw;
+            coupling_net(s, w, wid, par, op, st, w->cur);
             const int halves = (int)op->ints[3];
             if (op->ints[2] == COUPLING_AFFINE) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
                 for (int kk = 0; kk < half; kk++)
-                    k->coupling_rev(xb + kk * hw, s->hout + coupling_scale_ch(halves, half, kk) * hw,
-                                    s->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
+                    k->coupling_rev(xb + kk * hw, w->hout + coupling_scale_ch(halves, half, kk) * hw,
+                                    w->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
             } else {
-#pragma omp parallel for schedule(static)
-                for (int kk = 0; kk < half; kk++) k->add(xb + kk * hw, s->hout + kk * hw, hw, -1.0f);
+                k->add(xb, w->hout, half * hw, -1.0f);
             }
             break;
         }
         case OP_AFFINE:
-            k->affine(op->t[2]->data, op->t[3]->data, C, hw, s->cur, s->nxt);
-            swap(s);
+            k->affine(op->t[2]->data, op->t[3]->data, C, hw, w->cur, w->nxt);
+            swap(w);
             break;
         case OP_SQUEEZE:
-            k->unsqueeze(s->cur, s->nxt, C, st->H, st->W);
-            swap(s);
+            k->unsqueeze(w->cur, w->nxt, C, st->H, st->W);
+            swap(w);
             break;
         }
     }
-    memcpy(x, s->cur, (size_t)s->D * sizeof(float));
-    return 0;
+    memcpy(x, w->cur, (size_t)s->D * sizeof(float));
 }
 
-static int check_n(const glowrt_session *s, int n, char *err) {
+typedef enum { JOB_FORWARD, JOB_REVERSE, JOB_SAMPLE } job_kind;
+
+typedef struct {
+    job_kind kind;
+    const float *in;     /* x (forward) or eps (reverse) */
+    float *out;          /* eps (forward, may be NULL) or x */
+    double *log_p;
+    uint64_t seed, first;
+    float temp;
+} job;
+
+static void run_image(glowrt_session *s, const job *j, int i, int wid, int par) {
+    worker *w = &s->workers[wid];
+    const int64_t off = (int64_t)i * s->D;
+    if (j->kind == JOB_FORWARD) {
+        double lp = 0;
+        forward_one(s, w, wid, par, j->in + off, &lp, j->out ? j->out + off : NULL);
+        if (j->log_p) j->log_p[i] = lp;
+    } else if (j->kind == JOB_REVERSE) {
+        reverse_one(s, w, wid, par, j->in + off, j->out + off);
+    } else {
+        /* The noise goes through x's slot for this image, then decodes in place. */
+        float *xi = j->out + off;
+        const int64_t chunk = 4096, n_chunks = (s->D + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (par)
+        for (int64_t c = 0; c < n_chunks; c++) {
+            const int64_t j0 = c * chunk, len = s->D - j0 < chunk ? s->D - j0 : chunk;
+            s->k->normal_noise(j->seed, j->first + (uint64_t)i, j0, len, j->temp, xi + j0);
+        }
+        reverse_one(s, w, wid, par, xi, xi);
+    }
+}
+
+/* Images in parallel, one per thread, while there are at least as many
+ * images left as threads; the rest one at a time with all threads on each.
+ * Either way each image goes through exactly the same arithmetic. */
+static int run_job(glowrt_session *s, const job *j, int n, char *err) {
     if (n < 0 || n > s->max_batch) {
         snprintf(err, GLOWRT_ERR_LEN, "%d images given to a session for batches of at most %d", n, s->max_batch);
         return 1;
     }
-    omp_set_num_threads(s->threads);
+    const int T = s->threads;
+    int done = 0;
+    if (T > 1 && n >= T) {
+        done = n - n % T;
+#pragma omp parallel for num_threads(T) schedule(static, 1)
+        for (int i = 0; i < done; i++) run_image(s, j, i, omp_get_thread_num(), 0);
+    }
+    omp_set_num_threads(T);
+    for (int i = done; i < n; i++) run_image(s, j, i, 0, T > 1);
+    for (int t = 0; t < T && t < s->max_batch; t++)
+        if (s->workers[t].failed) {
+            snprintf(err, GLOWRT_ERR_LEN, "%s", s->workers[t].err);
+            s->workers[t].failed = 0;
+            return 1;
+        }
     return 0;
 }
 
 int glowrt_encode(glowrt_session *s, const float *x, int n, float *eps, double *log_p, char *err) {
-    if (check_n(s, n, err)) return 1;
-    for (int i = 0; i < n; i++) {
-        double lp;
-        if (forward_one(s, x + (int64_t)i * s->D, &lp, eps ? eps + (int64_t)i * s->D : NULL, err)) return 1;
-        if (log_p) log_p[i] = lp;
-    }
-    return 0;
+    const job j = {JOB_FORWARD, x, eps, log_p, 0, 0, 0};
+    return run_job(s, &j, n, err);
 }
 
 int glowrt_log_prob(glowrt_session *s, const float *x, int n, double *log_p, char *err) {
@@ -401,19 +520,11 @@ int glowrt_log_prob(glowrt_session *s, const float *x, int n, double *log_p, cha
 }
 
 int glowrt_decode(glowrt_session *s, const float *eps, int n, float *x, char *err) {
-    if (check_n(s, n, err)) return 1;
-    for (int i = 0; i < n; i++)
-        if (reverse_one(s, eps + (int64_t)i * s->D, x + (int64_t)i * s->D, err)) return 1;
-    return 0;
+    const job j = {JOB_REVERSE, eps, x, NULL, 0, 0, 0};
+    return run_job(s, &j, n, err);
 }
 
 int glowrt_sample(glowrt_session *s, uint64_t seed, uint64_t first_index, int n, float temp, float *x, char *err) {
-    if (check_n(s, n, err)) return 1;
-    for (int i = 0; i < n; i++) {
-        /* The noise goes through x's slot for this image, then decodes in place. */
-        float *xi = x + (int64_t)i * s->D;
-        glowrt_sample_noise(seed, first_index + (uint64_t)i, 1, s->D, temp, xi);
-        if (reverse_one(s, xi, xi, err)) return 1;
-    }
-    return 0;
+    const job j = {JOB_SAMPLE, NULL, x, NULL, seed, first_index, temp};
+    return run_job(s, &j, n, err);
 }
