@@ -156,7 +156,20 @@ static void affine_avx2(const float *A, const float *b, int C, int64_t hw, const
     int64_t p = 0;
     for (; p + 2 * V <= hw; p += 2 * V) affine_cols(A, b, C, hw, x, y, 2, p, none, 0);
     for (; p + V <= hw; p += V) affine_cols(A, b, C, hw, x, y, 1, p, none, 0);
-    if (p < hw) affine_cols(A, b, C, hw, x, y, 1, p, tail_mask(hw - p), 1);
+    if (p < hw) {
+        /* The last < 8 pixels through zero-padded copies: masked stores
+         * (vmaskmovps) are slow on AMD when streaming. */
+        const int64_t m = hw - p;
+        float xt[64 * V], yt[64 * V];
+        if (C <= 64) {
+            for (int i = 0; i < C; i++)
+                for (int k = 0; k < V; k++) xt[i * V + k] = k < m ? x[(int64_t)i * hw + p + k] : 0.0f;
+            affine_cols(A, b, C, V, xt, yt, 1, 0, none, 0);
+            for (int o = 0; o < C; o++) memcpy(y + (int64_t)o * hw + p, yt + o * V, (size_t)m * sizeof(float));
+        } else {
+            affine_cols(A, b, C, hw, x, y, 1, p, tail_mask(m), 1);
+        }
+    }
 }
 
 /* ---- squeeze / unsqueeze: deinterleave / interleave row pairs ---- */
