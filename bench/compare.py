@@ -187,47 +187,60 @@ def prepare_model(a, arch):
 
 
 def make_inputs(a, meta, n):
+    """Density inputs x [n, C, H, W] (8-bit images at the bin centres) and the
+    images whose latents are decoded in the sampling test."""
     rng = np.random.RandomState(a.seed + 1)
-    c, s, d = meta["in_channels"], meta["size"], meta["dim"]
-    x = None
+    c, s = meta["in_channels"], meta["size"]
+    x = xs = None
     if a.arch == "fmnist":
         import gzip
         p = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
         if os.path.exists(p) and c == 1 and s == 28:
             raw = np.frombuffer(gzip.open(p).read()[16:], dtype=np.uint8).reshape(-1, 1, 28, 28)
             x = (raw[:n].astype(np.float32) + 0.5) / 256.0 - 0.5
+            xs = (raw[n:2 * n].astype(np.float32) + 0.5) / 256.0 - 0.5
             src = "Fashion-MNIST t10k images (bin centres)"
     if x is None:
         x = (rng.randint(0, 256, size=(n, c, s, s)).astype(np.float32) + 0.5) / 256.0 - 0.5
+        xs = (rng.randint(0, 256, size=(n, c, s, s)).astype(np.float32) + 0.5) / 256.0 - 0.5
         src = "uniform random 8-bit images (bin centres)"
-    eps = (0.7 * rng.randn(n, d)).astype(np.float32)
     x = np.ascontiguousarray(x, dtype=np.float32)
     x.tofile(os.path.join(WORK, "x.f32"))
-    eps.tofile(os.path.join(WORK, "eps.f32"))
-    return x, eps, src
+    return x, np.ascontiguousarray(xs, dtype=np.float32), src
 
 
-def reference(a, meta, x, eps):
-    """float64 PyTorch (models/glow.py) log_p and decode, cached."""
+def reference(a, meta, x, xs):
+    """float64 PyTorch (models/glow.py): log_p of x; the latents eps to decode
+    (--eps encode: eps = encode(xs), the latents of other images, so the decode
+    stays in the region the model maps well: an untrained random Glow's inverse
+    overflows on prior draws; --eps prior: eps = 0.7 N(0, 1)); decode(eps). Cached."""
     import torch
     import compare_common as cc
-    h = hashlib.sha1(x.tobytes() + eps.tobytes() + meta["key"].encode()).hexdigest()[:16]
+    h = hashlib.sha1(x.tobytes() + xs.tobytes() + meta["key"].encode() + a.eps.encode()).hexdigest()[:16]
     p = os.path.join(WORK, "ref_%s.npz" % h)
-    if os.path.exists(p):
-        r = np.load(p)
-        return r["log_p"], r["x"]
-    log("float64 reference (PyTorch, models/glow.py in double) on %d images" % len(x))
-    torch.set_num_threads(a.threads)
-    model, _ = cc.build_model(os.path.join(WORK, "model.pt"))
-    model = model.double()
-    s = meta["size"]
-    with torch.no_grad():
-        lp = torch.cat([cc.Density(model)(torch.from_numpy(x[i:i + 16]).double())
-                        for i in range(0, len(x), 16)]).numpy()
-        xr = torch.cat([cc.Sampler(model, s, s)(torch.from_numpy(eps[i:i + 16]).double())
-                        for i in range(0, len(eps), 16)]).float().numpy()
-    np.savez(p, log_p=lp, x=xr)
-    return lp, xr
+    if not os.path.exists(p):
+        log("float64 reference (PyTorch, models/glow.py in double) on %d images" % len(x))
+        torch.set_num_threads(a.threads)
+        model, _ = cc.build_model(os.path.join(WORK, "model.pt"))
+        model = model.double()
+        s = meta["size"]
+        with torch.no_grad():
+            lp = torch.cat([cc.Density(model)(torch.from_numpy(x[i:i + 16]).double())
+                            for i in range(0, len(x), 16)]).numpy()
+            if a.eps == "encode":
+                eps = torch.cat([model.encode(torch.from_numpy(xs[i:i + 16]).double())
+                                 for i in range(0, len(xs), 16)]).float()
+            else:
+                rng = np.random.RandomState(a.seed + 2)
+                eps = torch.from_numpy((0.7 * rng.randn(len(x), meta["dim"])).astype(np.float32))
+            xr = torch.cat([cc.Sampler(model, s, s)(eps[i:i + 16].double())
+                            for i in range(0, len(eps), 16)]).numpy()
+        np.savez(p, log_p=lp, eps=eps.numpy(), x=xr)
+    r = np.load(p)
+    r["eps"].tofile(os.path.join(WORK, "eps.f32"))
+    if not np.all(np.isfinite(r["x"])):
+        raise SystemExit("compare: the float64 decode of eps is not finite: use --eps encode")
+    return r["log_p"], r["eps"], r["x"]
 
 
 def build_driver():
@@ -272,6 +285,8 @@ def main():
     ap.add_argument("--ckpt", help="rosinality-layout checkpoint (state_dict) to use instead of random weights "
                     "(fmnist: default the newest models/fmnist*.pt or models/ckpt/model_*.pt)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eps", choices=["encode", "prior"], help="latents to decode: the float64 encode of other "
+                    "inputs (default for random weights) or 0.7 N(0, 1) draws (default with --ckpt)")
     ap.add_argument("--ghz", type=float, help="core clock for the FP32 peak (default: max 'cpu MHz' of /proc/cpuinfo)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--fresh", action="store_true", help="rebuild the model files even if cached")
@@ -288,6 +303,8 @@ def main():
         if e not in ENGINES:
             ap.error("--engines: one of %s" % ",".join(ENGINES))
     reps = a.repeats or (2 if a.quick else 3)
+    if a.eps is None:
+        a.eps = "prior" if (a.ckpt or a.arch == "fmnist") else "encode"
     if a.arch == "fmnist" and not a.ckpt:
         a.ckpt = find_fmnist_ckpt()
         if not a.ckpt:
@@ -318,8 +335,10 @@ def main():
         return b if a.quick else 2 * b
 
     n_max = max(n_images(b) for b in batches)
-    x, eps, data_src = make_inputs(a, meta, n_max)
-    ref_lp, ref_x = reference(a, meta, x, eps)
+    x, xs, data_src = make_inputs(a, meta, n_max)
+    ref_lp, eps, ref_x = reference(a, meta, x, xs)
+    eps_src = ("eps = encode(other images of the same kind), float64" if a.eps == "encode"
+               else "eps = 0.7 N(0, 1) (temperature 0.7)")
     flops, info_line = glowrt_flops(meta)
     flops_calc = __import__("compare_common").flops_per_image(meta["info"], s, s)
     if flops is None or flops < 1e8:  # info prints 3 decimals of GFLOP: use the exact count for small models
@@ -403,7 +422,7 @@ def main():
 
     env_info = dict(
         arch=a.arch, arch_desc=arch["desc"], source=meta["source"], model=meta["info"], image_size=s, dim=d,
-        data=data_src, threads=a.threads, batches=batches, modes=modes, repeats=reps, quick=a.quick,
+        data=data_src, eps=eps_src, threads=a.threads, batches=batches, modes=modes, repeats=reps, quick=a.quick,
         flops_per_image=flops, flops_computed=flops_calc, glowrt_info_work=info_line,
         cpu=model_name, cores=cores, isa=isa, ghz=ghz, ghz_source="--ghz" if a.ghz else "/proc/cpuinfo cpu MHz (max)",
         fp32_peak_gflops=peak / 1e9,
@@ -444,7 +463,7 @@ def markdown(env, rows, engines):
     L.append("- load average (1/5/15 min) at start %s, at end %s (shared machine: other jobs were running)"
              % ("/".join("%.2f" % v for v in env["load_start"]), "/".join("%.2f" % v for v in env["load_end"])))
     L.append("- %s, commit %s, PyTorch %s, ONNX Runtime 1.30 (node)" % (env["date"], env["commit"], env["torch"]))
-    L.append("- weights: %s; inputs: %s; eps = 0.7 N(0, 1) for sampling" % (env["source"], env["data"]))
+    L.append("- weights: %s; inputs: %s; sampling decodes %s" % (env["source"], env["data"], env["eps"]))
     L.append("- work: %.3f GFLOP per image per direction (%s)" % (env["flops_per_image"] / 1e9,
                                                                   env["glowrt_info_work"] or "computed"))
     L.append("- timing: one warm-up batch, then %d repeats over the images; median; peak RSS of each "
