@@ -6,6 +6,7 @@
 
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#include <pthread.h>
 
 #include "glowrt.h"
 
@@ -17,7 +18,10 @@ typedef struct {
 } conv_slot;
 
 struct gt_conv {
+    int cin, cout, k;
+    dnnl_memory_desc_t wei_md;
     dnnl_engine_t engine;
+    dnnl_primitive_t pack;  /* plain -> packed weights, made on first use */
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     size_t scratch_size;
@@ -34,7 +38,24 @@ struct gt_conv {
         }                                                                                            \
     } while (0)
 
-int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads, gt_conv **out, char *err) {
+/* One engine for the process: oneDNN's primitive cache is keyed by engine,
+ * so sessions and ops of one shape share their JIT-compiled code. */
+static dnnl_engine_t g_engine;
+static dnnl_status_t g_engine_status = dnnl_runtime_error;
+static pthread_once_t g_engine_once = PTHREAD_ONCE_INIT;
+static void make_engine(void) { g_engine_status = dnnl_engine_create(&g_engine, dnnl_cpu, 0); }
+
+int conv_block(void) {
+    const dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    if (isa == dnnl_cpu_isa_avx512_core || isa == dnnl_cpu_isa_avx512_core_vnni ||
+        isa == dnnl_cpu_isa_avx512_core_bf16 || isa == dnnl_cpu_isa_avx512_core_amx)
+        return 16;
+    if (isa == dnnl_cpu_isa_avx2 || isa == dnnl_cpu_isa_avx2_vnni) return 8;
+    return 0;
+}
+
+static int create(int cin, int cout, int h, int w, int k, int relu, int src_blocked, int dst_blocked, int any_weights,
+                  int n_threads, gt_conv **out, char *err) {
     gt_conv *c = calloc(1, sizeof *c);
     const int saved_threads = omp_get_max_threads();
     dnnl_primitive_attr_t attr = NULL;
@@ -44,15 +65,26 @@ int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads,
         snprintf(err, GLOWRT_ERR_LEN, "out of memory");
         return 1;
     }
-    CHECK(dnnl_engine_create(&c->engine, dnnl_cpu, 0), "engine");
+    c->cin = cin;
+    c->cout = cout;
+    c->k = k;
+    const int B = conv_block();
+    const dnnl_format_tag_t blocked = B == 16 ? dnnl_nChw16c : dnnl_nChw8c;
+    if ((src_blocked || dst_blocked) && !B) {
+        snprintf(err, GLOWRT_ERR_LEN, "internal: no blocked layout on this CPU");
+        goto fail;
+    }
+    pthread_once(&g_engine_once, make_engine);
+    CHECK(g_engine_status, "engine");
+    c->engine = g_engine;
     dnnl_memory_desc_t src_md, wei_md, bias_md, dst_md;
     const dnnl_dims_t src_dims = {1, cin, h, w}, dst_dims = {1, cout, h, w}, wei_dims = {cout, cin, k, k};
     const dnnl_dims_t bias_dims = {cout}, strides = {1, 1}, pad = {k / 2, k / 2};
-    CHECK(dnnl_memory_desc_init_by_tag(&src_md, 4, src_dims, dnnl_f32, dnnl_nchw), "src desc");
-    CHECK(dnnl_memory_desc_init_by_tag(&dst_md, 4, dst_dims, dnnl_f32, dnnl_nchw), "dst desc");
-    /* Plain OIHW weights straight from the mapped model: nothing is copied,
-     * so memory does not grow with the model's depth. */
-    CHECK(dnnl_memory_desc_init_by_tag(&wei_md, 4, wei_dims, dnnl_f32, dnnl_oihw), "weights desc");
+    CHECK(dnnl_memory_desc_init_by_tag(&src_md, 4, src_dims, dnnl_f32, src_blocked ? blocked : dnnl_nchw), "src desc");
+    CHECK(dnnl_memory_desc_init_by_tag(&dst_md, 4, dst_dims, dnnl_f32, dst_blocked ? blocked : dnnl_nchw), "dst desc");
+    /* Plain weights are used in place, straight from the mapped model. */
+    CHECK(dnnl_memory_desc_init_by_tag(&wei_md, 4, wei_dims, dnnl_f32, any_weights ? dnnl_format_tag_any : dnnl_oihw),
+          "weights desc");
     CHECK(dnnl_memory_desc_init_by_tag(&bias_md, 1, bias_dims, dnnl_f32, dnnl_x), "bias desc");
     dnnl_convolution_desc_t cd;
     CHECK(dnnl_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct, &src_md, &wei_md,
@@ -72,6 +104,8 @@ int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads,
     CHECK(dnnl_primitive_desc_create(&c->pd, &cd, attr, c->engine, NULL), "convolution primitive desc");
     CHECK(dnnl_primitive_create(&c->prim, c->pd), "convolution primitive");
     omp_set_num_threads(saved_threads);
+    c->wei_md = *dnnl_primitive_desc_query_md(c->pd, dnnl_query_weights_md, 0);
+    wei_md = c->wei_md;
     const dnnl_memory_desc_t *scratch_md = dnnl_primitive_desc_query_md(c->pd, dnnl_query_scratchpad_md, 0);
     c->scratch_size = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
     c->n_slots = n_threads;
@@ -126,11 +160,61 @@ int conv_run(gt_conv *c, int tid, const float *src, const float *weights, const 
         CHECK(dnnl_memory_set_data_handle(sl->scratch, scratch), "set scratchpad");
         nargs = 5;
     }
-    CHECK(dnnl_primitive_execute(c->prim, sl->stream, nargs, args), "convolution");
+    /* Outside a parallel region oneDNN would still open a team for small
+     * chores (zero-padding the blocked output): keep the call on this thread. */
+    const int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const dnnl_status_t st = dnnl_primitive_execute(c->prim, sl->stream, nargs, args);
+    omp_set_num_threads(saved_threads);
+    CHECK(st, "convolution");
     CHECK(dnnl_stream_wait(sl->stream), "stream wait");
     return 0;
 fail:
     return 1;
+}
+
+int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads, gt_conv **out, char *err) {
+    return create(cin, cout, h, w, k, relu, 0, 0, 0, n_threads, out, err);
+}
+
+int conv_create_blocked(int cin, int cout, int h, int w, int k, int relu, int src_blocked, int dst_blocked,
+                        int n_threads, gt_conv **out, char *err) {
+    return create(cin, cout, h, w, k, relu, src_blocked, dst_blocked, 1, n_threads, out, err);
+}
+
+size_t conv_packed_size(const gt_conv *c) { return dnnl_memory_desc_get_size(&c->wei_md); }
+
+int conv_pack_weights(gt_conv *c, const float *weights, void *packed, char *err) {
+    dnnl_memory_desc_t plain_md;
+    dnnl_memory_t from = NULL, to = NULL;
+    dnnl_primitive_desc_t rpd = NULL;
+    dnnl_stream_t stream = NULL;
+    int rc = 1;
+    /* Small reorders: a thread team costs more than it saves, and oneDNN
+     * fixes a primitive's thread count when it creates it. */
+    const int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const dnnl_dims_t dims = {c->cout, c->cin, c->k, c->k};
+    CHECK(dnnl_memory_desc_init_by_tag(&plain_md, 4, dims, dnnl_f32, dnnl_oihw), "weights desc");
+    if (!c->pack) {
+        CHECK(dnnl_reorder_primitive_desc_create(&rpd, &plain_md, c->engine, &c->wei_md, c->engine, NULL),
+              "reorder desc");
+        CHECK(dnnl_primitive_create(&c->pack, rpd), "reorder");
+    }
+    CHECK(dnnl_memory_create(&from, &plain_md, c->engine, (void *)weights), "weights memory");
+    CHECK(dnnl_memory_create(&to, &c->wei_md, c->engine, packed), "packed weights memory");
+    CHECK(dnnl_stream_create(&stream, c->engine, dnnl_stream_default_flags), "stream");
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    CHECK(dnnl_primitive_execute(c->pack, stream, 2, args), "weights reorder");
+    CHECK(dnnl_stream_wait(stream), "stream wait");
+    rc = 0;
+fail:
+    omp_set_num_threads(saved_threads);
+    if (stream) dnnl_stream_destroy(stream);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (to) dnnl_memory_destroy(to);
+    if (from) dnnl_memory_destroy(from);
+    return rc;
 }
 
 const char *conv_impl(const gt_conv *c) {
@@ -153,6 +237,6 @@ void conv_free(gt_conv *c) {
     free(c->slots);
     if (c->prim) dnnl_primitive_destroy(c->prim);
     if (c->pd) dnnl_primitive_desc_destroy(c->pd);
-    if (c->engine) dnnl_engine_destroy(c->engine);
+    if (c->pack) dnnl_primitive_destroy(c->pack);
     free(c);
 }

@@ -13,6 +13,19 @@ typedef struct gt_conv gt_conv;
  * alone; threads 0..n_threads-1 may call it concurrently, each with its own
  * tid and its own scratch buffer of conv_scratch_size bytes. */
 int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads, gt_conv **out, char *err);
+
+/* The channel block of oneDNN's fastest activation layout on this CPU
+ * (nChw16c: 16, nChw8c: 8), or 0 where there is none. A blocked tensor of C
+ * channels is [ceil(C/B)][H][W][B] floats, the padding channels zero. */
+int conv_block(void);
+
+/* As conv_create, with src and/or dst in the blocked layout, and weights in
+ * whatever layout oneDNN prefers (prepare them with conv_pack_weights). */
+int conv_create_blocked(int cin, int cout, int h, int w, int k, int relu, int src_blocked, int dst_blocked,
+                        int n_threads, gt_conv **out, char *err);
+/* Bytes of packed weights, and the packing of plain [cout][cin][k][k] ones. */
+size_t conv_packed_size(const gt_conv *c);
+int conv_pack_weights(gt_conv *c, const float *weights, void *packed, char *err);
 size_t conv_scratch_size(const gt_conv *c);
 int conv_run(gt_conv *c, int tid, const float *src, const float *weights, const float *bias, float *dst, void *scratch,
              char *err);

@@ -357,6 +357,14 @@ int glowrt_model_load(const char *path, glowrt_model **out, char *err) {
     return 0;
 }
 
+void model_release(const glowrt_model *m, const gt_tensor *t) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)t->data + page - 1) & ~(page - 1);
+    const uintptr_t b = ((uintptr_t)t->data + t->nbytes) & ~(page - 1);
+    (void)m;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);  /* a hint: failure changes nothing */
+}
+
 void glowrt_model_free(glowrt_model *m) {
     if (!m) return;
     if (m->map) munmap((void *)m->map, m->size);

@@ -55,4 +55,8 @@ struct glowrt_model {
 
 const gt_kv *model_kv(const glowrt_model *m, const char *key);
 const char *op_name(int code);
+/* Drops this process's resident pages of a tensor's data (it stays mapped
+ * and reads back from the file if touched again): for weights a session has
+ * packed into its own layout, so that they are held in memory once. */
+void model_release(const glowrt_model *m, const gt_tensor *t);
 #endif

@@ -23,6 +23,11 @@
 typedef struct {
     int cin, cout, k, n_chunks;
     gt_conv *full, *tail;  /* chunk primitives: CONV_CHUNK outputs, and the rest */
+    int cin_p;             /* cin padded to the block for a blocked source */
+    int pack_on_use;       /* packing pads the weights: pack into scratch at each use */
+    char *packed;          /* weights packed once for the primitives */
+    size_t packed_stride;  /* bytes between chunks of packed weights */
+    size_t packed_total;
 } conv_plan;
 
 /* Shape and convolutions of one plan op at this session's size. */
@@ -30,10 +35,12 @@ typedef struct {
     int C, H, W;           /* input shape of the op (forward direction) */
     int64_t eps_off;       /* where its latents start in eps (SPLIT, TOP_PRIOR) */
     conv_plan conv[3];     /* COUPLING: the network; SPLIT: conv[0] is the prior */
+    int blocked;           /* COUPLING: hidden activations in oneDNN's blocked layout */
+    int blocked_in;        /* COUPLING: the network's input blocked too */
 } op_state;
 
 typedef struct {
-    int cin, cout, h, w, ksz, relu;
+    int cin, cout, h, w, ksz, relu, src_blocked, dst_blocked;
     gt_conv *conv;
 } conv_entry;
 
@@ -41,6 +48,11 @@ typedef struct {
 typedef struct {
     float *cur, *nxt;      /* [D] each, ping-pong */
     float *h1, *h2, *hout; /* coupling network / prior activations */
+    float *hblk;           /* the network's output in the blocked layout */
+    float *xblk;           /* its input in the blocked layout */
+    char *wpack;           /* weights packed at each use */
+    float *wpad;           /* and their zero-padded plain copy, one per thread */
+    size_t pad_stride;
     double *part;          /* per-channel partial sums */
     void **scratch;        /* one oneDNN scratchpad per thread */
     int failed;
@@ -51,11 +63,14 @@ struct glowrt_session {
     const glowrt_model *m;
     const gt_kernels *k;
     int max_batch, H, W, threads;
+    int block;             /* channel block of the blocked layout, 0: none */
     int64_t D;
     op_state *ops;
     conv_entry *convs;     /* distinct primitives, shared between ops of one shape */
     int n_convs;
     size_t scratch_size;
+    size_t pack_size;      /* bytes for weights packed at each use */
+    size_t pad_size;       /* floats for their zero-padded plain copy */
     worker *workers;       /* one per thread */
     float *top;            /* the top prior's mean / log_sd, [2C][H*W] */
     float *zeros;          /* for an N(0, I) top prior */
@@ -92,11 +107,12 @@ void glowrt_sample_noise(uint64_t seed, uint64_t first_index, int n, int64_t dim
 }
 
 /* Primitives hold no weights, so ops of one shape share one. */
-static int get_conv(glowrt_session *s, int cin, int cout, int h, int w, int ksz, int relu, gt_conv **out, char *err) {
-    const conv_entry want = {cin, cout, h, w, ksz, relu, NULL};
+static int get_conv(glowrt_session *s, const conv_entry *want, gt_conv **out, char *err) {
     for (int i = 0; i < s->n_convs; i++) {
         const conv_entry *e = &s->convs[i];
-        if (e->cin == cin && e->cout == cout && e->h == h && e->w == w && e->ksz == ksz && e->relu == relu) {
+        if (e->cin == want->cin && e->cout == want->cout && e->h == want->h && e->w == want->w &&
+            e->ksz == want->ksz && e->relu == want->relu && e->src_blocked == want->src_blocked &&
+            e->dst_blocked == want->dst_blocked) {
             *out = e->conv;
             return 0;
         }
@@ -107,23 +123,90 @@ static int get_conv(glowrt_session *s, int cin, int cout, int h, int w, int ksz,
         return 1;
     }
     s->convs = grown;
-    s->convs[s->n_convs] = want;
-    if (conv_create(cin, cout, h, w, ksz, relu, s->threads, &s->convs[s->n_convs].conv, err)) return 1;
+    conv_entry *e = &s->convs[s->n_convs];
+    *e = *want;
+    const int rc = want->src_blocked || want->dst_blocked
+                       ? conv_create_blocked(e->cin, e->cout, e->h, e->w, e->ksz, e->relu, e->src_blocked,
+                                             e->dst_blocked, s->threads, &e->conv, err)
+                       : conv_create(e->cin, e->cout, e->h, e->w, e->ksz, e->relu, s->threads, &e->conv, err);
+    if (rc) return 1;
     *out = s->convs[s->n_convs++].conv;
     if (conv_scratch_size(*out) > s->scratch_size) s->scratch_size = conv_scratch_size(*out);
     return 0;
 }
 
-static int plan_conv(glowrt_session *s, conv_plan *p, int cin, int cout, int h, int w, int ksz, int relu, char *err) {
+static int64_t round_up(int64_t v, int64_t to) { return to ? (v + to - 1) / to * to : v; }
+
+/* Packs chunk j of plain weights [cout][cin][k][k] into dst, padding the
+ * input channels with zeros to cin_p first (pad: a CONV_CHUNK x cin_p x k x k
+ * buffer, or NULL when cin_p == cin). */
+static int pack_chunk(const conv_plan *p, int j, const float *weights, char *dst, float *pad, char *err) {
+    gt_conv *c = (j + 1) * CONV_CHUNK <= p->cout ? p->full : p->tail;
+    const int64_t kk = (int64_t)p->k * p->k;
+    const float *src = weights + (int64_t)j * CONV_CHUNK * p->cin * kk;
+    if (p->cin_p != p->cin) {
+        const int rows = (j + 1) * CONV_CHUNK <= p->cout ? CONV_CHUNK : p->cout % CONV_CHUNK;
+        memset(pad, 0, sizeof(float) * (size_t)(rows * p->cin_p * kk));
+        for (int o = 0; o < rows; o++)
+            memcpy(pad + (int64_t)o * p->cin_p * kk, src + (int64_t)o * p->cin * kk, sizeof(float) * (size_t)(p->cin * kk));
+        src = pad;
+    }
+    return conv_pack_weights(c, src, dst + (size_t)j * p->packed_stride, err);
+}
+
+/* Plans conv weights [cout][cin][k][k]: plain ones are used in place from
+ * the mapped file. Blocked primitives want them packed: once, here, when the
+ * packing only reorders them (the session then holds them instead of the
+ * file's pages); where it pads them (a channel count that is not a multiple
+ * of the block), at each use into scratch, so that memory never grows with
+ * the model's depth beyond the weights themselves. */
+static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w, int ksz,
+                     int relu, int src_blocked, int dst_blocked, char *err) {
+    const int cin_p = src_blocked ? (int)round_up(cin, s->block) : cin;
+    memset(p, 0, sizeof *p);
     p->cin = cin;
+    p->cin_p = cin_p;
     p->cout = cout;
     p->k = ksz;
     p->n_chunks = (cout + CONV_CHUNK - 1) / CONV_CHUNK;
-    p->full = p->tail = NULL;
-    if (cout >= CONV_CHUNK && get_conv(s, cin, CONV_CHUNK, h, w, ksz, relu, &p->full, err)) return 1;
-    if (cout % CONV_CHUNK && get_conv(s, cin, cout % CONV_CHUNK, h, w, ksz, relu, &p->tail, err)) return 1;
-    return 0;
+    conv_entry e = {cin_p, CONV_CHUNK, h, w, ksz, relu, src_blocked, dst_blocked, NULL};
+    if (cout >= CONV_CHUNK && get_conv(s, &e, &p->full, err)) return 1;
+    e.cout = cout % CONV_CHUNK;
+    if (cout % CONV_CHUNK && get_conv(s, &e, &p->tail, err)) return 1;
+    if (!src_blocked && !dst_blocked) return 0;
+    const size_t full = p->full ? conv_packed_size(p->full) : 0, tail = p->tail ? conv_packed_size(p->tail) : 0;
+    p->packed_stride = full;
+    p->packed_total = full * (size_t)(cout / CONV_CHUNK) + tail;
+    p->pack_on_use = p->packed_total != sizeof(float) * (size_t)cout * (size_t)cin * (size_t)(ksz * ksz);
+    const size_t pad_floats = (size_t)CONV_CHUNK * (size_t)cin_p * (size_t)(ksz * ksz);
+    if (p->pack_on_use) {
+        if (p->packed_total > s->pack_size) s->pack_size = p->packed_total;
+        if (cin_p != cin && pad_floats > s->pad_size) s->pad_size = pad_floats;
+        /* Creates the chunks' packing primitives now, not in a parallel region. */
+        float *probe = calloc(pad_floats, sizeof(float));
+        char *dst = NULL;
+        int rc = !probe || posix_memalign((void **)&dst, 64, p->packed_total + 64);
+        for (int j = 0; j < p->n_chunks && !rc; j++) rc = pack_chunk(p, j, probe, dst, probe, err);
+        free(probe);
+        free(dst);
+        return rc;
+    }
+    if (posix_memalign((void **)&p->packed, 64, p->packed_total + 64)) {
+        p->packed = NULL;
+        snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+        return 1;
+    }
+    int rc = 0;
+    for (int j = 0; j < p->n_chunks && !rc; j++) rc = pack_chunk(p, j, weights, p->packed, NULL, err);
+    return rc;
 }
+
+/* True when oneDNN fell back to its reference code for a plan: far slower
+ * than the plain GEMM-based path. */
+static int plan_is_slow(const conv_plan *p) {
+    return (p->full && !strncmp(conv_impl(p->full), "ref", 3)) || (p->tail && !strncmp(conv_impl(p->tail), "ref", 3));
+}
+
 
 /* Channel of the first / second role in an output of 2*half channels:
  * contiguous halves [a..., b...] or interleaved [b0, a0, b1, a1, ...] where
@@ -148,6 +231,10 @@ static void worker_free(worker *w, int threads) {
     free(w->h1);
     free(w->h2);
     free(w->hout);
+    free(w->hblk);
+    free(w->xblk);
+    free(w->wpack);
+    free(w->wpad);
     free(w->part);
     for (int t = 0; w->scratch && t < threads; t++) free(w->scratch[t]);
     free(w->scratch);
@@ -183,6 +270,7 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
     s->threads = threads > 0 ? threads : omp_get_num_procs();
     if (s->threads > 1024) s->threads = 1024;
     s->D = glowrt_dim(m, height, width);
+    s->block = getenv("GLOWRT_PLAIN_CONV") ? 0 : conv_block();
     s->ops = calloc((size_t)m->n_ops, sizeof *s->ops);
     s->workers = calloc((size_t)s->threads, sizeof *s->workers);
     if (!s->ops || !s->workers) goto oom;
@@ -205,18 +293,38 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
         case OP_AFFINE: break;
         case OP_COUPLING: {
             const int hid = (int)op->ints[1], co = (int)op->t[5]->dims[0];
-            /* With an edge table the ReLU must wait until the border is added. */
-            if (plan_conv(s, &st->conv[0], C / 2, hid, H, W, 3, op->t[2] == NULL, err) ||
-                plan_conv(s, &st->conv[1], hid, hid, H, W, 1, 1, err) ||
-                plan_conv(s, &st->conv[2], hid, co, H, W, 3, 0, err))
-                goto fail;
-            if (hid * hw > hid_max) hid_max = hid * hw;
-            if (co * hw > out_max) out_max = co * hw;
+            /* The hidden activations stay in oneDNN's blocked layout, where
+             * its direct convolutions are fastest; the network's input and
+             * output are plain. With a first-layer edge table (openai) the
+             * ReLU must wait for the border, so that case stays plain. */
+            int blk = s->block && !op->t[2] && CONV_CHUNK % s->block == 0;
+            for (;;) {
+                st->blocked = blk;
+                /* A narrow input stays plain (oneDNN has direct kernels for
+                 * that); a wider one is blocked, its channels padded. */
+                const int in_blk = blk && C / 2 >= s->block;
+                st->blocked_in = in_blk;
+                if (plan_conv(s, &st->conv[0], op->t[0]->data, C / 2, hid, H, W, 3, op->t[2] == NULL, in_blk, blk, err) ||
+                    plan_conv(s, &st->conv[1], op->t[3]->data, hid, hid, H, W, 1, 1, blk, blk, err) ||
+                    plan_conv(s, &st->conv[2], op->t[5]->data, hid, co, H, W, 3, 0, blk, blk, err))
+                    goto fail;
+                if (!blk || !(plan_is_slow(&st->conv[0]) || plan_is_slow(&st->conv[1]) || plan_is_slow(&st->conv[2])))
+                    break;
+                for (int j = 0; j < 3; j++) {
+                    free(st->conv[j].packed);
+                    st->conv[j].packed = NULL;
+                }
+                blk = 0;
+            }
+            for (int j = 0; j < 3; j++)
+                if (st->conv[j].packed) model_release(m, op->t[j == 0 ? 0 : j == 1 ? 3 : 5]);
+            if (round_up(hid, s->block) * hw > hid_max) hid_max = round_up(hid, s->block) * hw;
+            if (round_up(co, s->block) * hw > out_max) out_max = round_up(co, s->block) * hw;
             if (C > part_max) part_max = C;
             break;
         }
         case OP_SPLIT:
-            if (plan_conv(s, &st->conv[0], C / 2, C, H, W, 3, 0, err)) goto fail;
+            if (plan_conv(s, &st->conv[0], op->t[0]->data, C / 2, C, H, W, 3, 0, 0, 0, err)) goto fail;
             if (C * hw > out_max) out_max = C * hw;
             if (C > part_max) part_max = C;
             st->eps_off = eps_off;
@@ -247,9 +355,15 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
         w->h1 = alloc_floats(hid_max);
         w->h2 = alloc_floats(hid_max);
         w->hout = alloc_floats(out_max);
+        w->hblk = alloc_floats(out_max);
+        w->xblk = alloc_floats(out_max);
+        w->wpack = alloc_floats((int64_t)(s->pack_size / sizeof(float)) + 16);
+        /* Worker 0 runs one image with all threads: a pad copy per thread. */
+        w->pad_stride = s->pad_size;
+        w->wpad = alloc_floats((int64_t)s->pad_size * (t == 0 ? s->threads : 1));
         w->part = calloc((size_t)part_max, sizeof(double));
         w->scratch = calloc((size_t)s->threads, sizeof(void *));
-        if (!w->cur || !w->nxt || !w->h1 || !w->h2 || !w->hout || !w->part || !w->scratch) goto oom;
+        if (!w->cur || !w->nxt || !w->h1 || !w->h2 || !w->hout || !w->hblk || !w->xblk || !w->wpack || !w->wpad || !w->part || !w->scratch) goto oom;
         for (int u = 0; u < s->threads; u++) {
             /* Worker 0 runs one image with all threads; the others run alone. */
             if (t > 0 && u != t) continue;
@@ -267,6 +381,8 @@ fail:
 
 void glowrt_session_free(glowrt_session *s) {
     if (!s) return;
+    for (int i = 0; s->ops && i < s->m->n_ops; i++)
+        for (int j = 0; j < 3; j++) free(s->ops[i].conv[j].packed);
     for (int i = 0; i < s->n_convs; i++) conv_free(s->convs[i].conv);
     free(s->convs);
     free(s->ops);
@@ -294,7 +410,7 @@ static double sum_parts(const double *part, int n) {
 #define TID(par, wid) ((par) ? omp_get_thread_num() : (wid))
 
 /* dst = conv(src) chunk by chunk; with par, chunks go to the team's threads. */
-static void run_conv(glowrt_session *s, worker *w, int wid, int par, const conv_plan *p, const float *src,
+static void run_conv(worker *w, int wid, int par, const conv_plan *p, const float *src,
                      const float *weights, const float *bias, float *dst, int64_t hw) {
     const int64_t wsz = (int64_t)p->cin * p->k * p->k;
 #pragma omp parallel for schedule(static) if (par && p->n_chunks > 1)
@@ -303,7 +419,24 @@ static void run_conv(glowrt_session *s, worker *w, int wid, int par, const conv_
         gt_conv *c = (j + 1) * CONV_CHUNK <= p->cout ? p->full : p->tail;
         char err[GLOWRT_ERR_LEN];
         const int64_t o = (int64_t)j * CONV_CHUNK;
-        if (conv_run(c, tid, src, weights + o * wsz, bias + o, dst + o * hw, w->scratch[tid], err)) {
+        const float *wj = weights + o * wsz;
+        if (p->pack_on_use) {
+            /* Chunks are distinct regions of the worker's buffer; the pad
+             * copy is only needed by one chunk at a time per thread. */
+            float *pad = w->wpad + (par && p->n_chunks > 1 ? (size_t)tid * w->pad_stride : 0);
+            if (pack_chunk(p, j, weights, w->wpack, pad, err)) {
+#pragma omp critical(glowrt_err)
+                {
+                    w->failed = 1;
+                    memcpy(w->err, err, sizeof err);
+                }
+                continue;
+            }
+            wj = (const float *)(w->wpack + (size_t)j * p->packed_stride);
+        } else if (p->packed) {
+            wj = (const float *)(p->packed + (size_t)j * p->packed_stride);
+        }
+        if (conv_run(c, tid, src, wj, bias + o, dst + o * hw, w->scratch[tid], err)) {
 #pragma omp critical(glowrt_err)
             {
                 w->failed = 1;
@@ -313,21 +446,53 @@ static void run_conv(glowrt_session *s, worker *w, int wid, int par, const conv_
     }
 }
 
+/* [ceil(C/B)][hw][B] -> [C][hw] */
+static void unblock(const float *src, float *dst, int C, int64_t hw, int B) {
+    for (int c = 0; c < C; c++) {
+        const float *p = src + (int64_t)(c / B) * hw * B + c % B;
+        float *q = dst + (int64_t)c * hw;
+        for (int64_t i = 0; i < hw; i++) q[i] = p[i * B];
+    }
+}
+
+/* [C][hw] -> [ceil(C/B)][hw][B], the padding channels zero. */
+static void block(const float *src, float *dst, int C, int64_t hw, int B) {
+    const int Cp = (int)round_up(C, B);
+    for (int c = 0; c < Cp; c++) {
+        float *q = dst + (int64_t)(c / B) * hw * B + c % B;
+        if (c < C) {
+            const float *p = src + (int64_t)c * hw;
+            for (int64_t i = 0; i < hw; i++) q[i * B] = p[i];
+        } else {
+            for (int64_t i = 0; i < hw; i++) q[i * B] = 0;
+        }
+    }
+}
+
 /* h = NN(xa) of a coupling op into w->hout. */
 static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const gt_op *op, const op_state *st,
                          const float *xa) {
     const int64_t hw = (int64_t)st->H * st->W;
-    run_conv(s, w, wid, par, &st->conv[0], xa, op->t[0]->data, op->t[1]->data, w->h1, hw);
+    if (st->blocked_in) {
+        block(xa, w->xblk, st->conv[0].cin, hw, s->block);
+        xa = w->xblk;
+    }
+    run_conv(w, wid, par, &st->conv[0], xa, op->t[0]->data, op->t[1]->data, w->h1, hw);
     if (op->t[2]) s->k->edge_bias(w->h1, op->t[2]->data, st->conv[0].cout, st->H, st->W, 1);
-    run_conv(s, w, wid, par, &st->conv[1], w->h1, op->t[3]->data, op->t[4]->data, w->h2, hw);
-    run_conv(s, w, wid, par, &st->conv[2], w->h2, op->t[5]->data, op->t[6]->data, w->hout, hw);
+    run_conv(w, wid, par, &st->conv[1], w->h1, op->t[3]->data, op->t[4]->data, w->h2, hw);
+    if (st->blocked) {
+        run_conv(w, wid, par, &st->conv[2], w->h2, op->t[5]->data, op->t[6]->data, w->hblk, hw);
+        unblock(w->hblk, w->hout, st->conv[2].cout, hw, s->block);
+    } else {
+        run_conv(w, wid, par, &st->conv[2], w->h2, op->t[5]->data, op->t[6]->data, w->hout, hw);
+    }
     if (op->t[7]) s->k->edge_bias(w->hout, op->t[7]->data, st->conv[2].cout, st->H, st->W, 0);
 }
 
 /* The split prior's mean / log_sd from z1 into w->hout. */
 static void split_prior(glowrt_session *s, worker *w, int wid, int par, const gt_op *op, const op_state *st,
                         const float *z1) {
-    run_conv(s, w, wid, par, &st->conv[0], z1, op->t[0]->data, op->t[1]->data, w->hout, (int64_t)st->H * st->W);
+    run_conv(w, wid, par, &st->conv[0], z1, op->t[0]->data, op->t[1]->data, w->hout, (int64_t)st->H * st->W);
     if (op->t[2]) s->k->edge_bias(w->hout, op->t[2]->data, st->C, st->H, st->W, 0);
 }
 
