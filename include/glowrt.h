@@ -71,6 +71,14 @@ int glowrt_sample(glowrt_session *s, uint64_t seed, uint64_t first_index, int n,
 void glowrt_sample_noise(uint64_t seed, uint64_t first_index, int n, int64_t dim, float temp,
                          float *eps);
 
+/* Profiling: on = 1 starts (and zeroes) per-op timers; print writes the time
+ * per op kind and convolution shape since then, largest first. */
+int glowrt_session_profile(glowrt_session *s, int on);
+void glowrt_session_profile_print(const glowrt_session *s, void *file /* FILE* */);
+
+/* FLOPs per image per direction at H x W (2 per multiply-add). */
+double glowrt_flops(const glowrt_model *model, int height, int width);
+
 /* bits per dimension of the discrete image from log_p at dimension D. */
 double glowrt_bpd(double log_p, int64_t dim, int n_bits);
 

@@ -414,6 +414,25 @@ static double conv_flops(const gt_tensor *w, int64_t hw) {
     return 2.0 * (double)hw * (double)w->dims[0] * (double)w->dims[1] * (double)(w->dims[2] * w->dims[3]);
 }
 
+double glowrt_flops(const glowrt_model *m, int h, int w) {
+    int64_t C = m->in_c, H = h, W = w;
+    double flops = 0;
+    for (int k = 0; k < m->n_ops; k++) {
+        const gt_op *op = &m->ops[k];
+        if (op->code == OP_SQUEEZE) {
+            C *= 4; H /= 2; W /= 2;
+        } else if (op->code == OP_AFFINE) {
+            flops += 2.0 * (double)(C * C) * (double)(H * W);
+        } else if (op->code == OP_COUPLING) {
+            flops += conv_flops(op->t[0], H * W) + conv_flops(op->t[3], H * W) + conv_flops(op->t[5], H * W);
+        } else if (op->code == OP_SPLIT) {
+            flops += conv_flops(op->t[0], H * W);
+            C /= 2;
+        }
+    }
+    return flops;
+}
+
 void glowrt_model_describe(const glowrt_model *m, int h, int w, void *file) {
     FILE *f = file;
     fprintf(f, "model      %s (%zu bytes, .glow %u.%u)\n", m->path, m->size, rd16(m->map + 8), rd16(m->map + 10));
@@ -427,7 +446,6 @@ void glowrt_model_describe(const glowrt_model *m, int h, int w, void *file) {
             (long long)glowrt_dim(m, h, w));
     fprintf(f, "plan       %d ops: %d levels, %d flow steps\n", m->n_ops, m->n_levels, m->n_steps);
     int64_t C = m->in_c, H = h, W = w;
-    double flops = 0;
     int level = 0, steps = 0;
     for (int k = 0; k < m->n_ops; k++) {
         const gt_op *op = &m->ops[k];
@@ -436,16 +454,11 @@ void glowrt_model_describe(const glowrt_model *m, int h, int w, void *file) {
             C *= 4; H /= 2; W /= 2;
             steps = 0;
             break;
-        case OP_AFFINE: flops += 2.0 * (double)(C * C) * (double)(H * W); break;
-        case OP_COUPLING:
-            steps++;
-            for (int j = 0; j < 8; j++)
-                if (j == 0 || j == 3 || j == 5) flops += conv_flops(op->t[j], H * W);
-            break;
+        case OP_AFFINE: break;
+        case OP_COUPLING: steps++; break;
         case OP_SPLIT:
         case OP_TOP_PRIOR: {
             const char *kind = "";
-            if (op->code == OP_SPLIT) flops += conv_flops(op->t[0], H * W);
             for (int j = k - 1; j >= 0; j--)
                 if (m->ops[j].code == OP_COUPLING) {
                     kind = m->ops[j].ints[2] == COUPLING_AFFINE ? "affine" : "additive";
@@ -463,6 +476,6 @@ void glowrt_model_describe(const glowrt_model *m, int h, int w, void *file) {
         }
     }
     fprintf(f, "parameters %lld (%.1f MB)\n", (long long)m->n_params, (double)m->n_params * 4 / 1e6);
-    fprintf(f, "work       %.3f GFLOP per image per direction (2 FLOP per multiply-add)\n", flops / 1e9);
+    fprintf(f, "work       %.3f GFLOP per image per direction (2 FLOP per multiply-add)\n", glowrt_flops(m, h, w) / 1e9);
     fprintf(f, "kernels    %s (flow ops), oneDNN (coupling and prior convolutions)\n", glowrt_isa());
 }

@@ -15,12 +15,20 @@
 #include "kernels/kernels.h"
 #include "model.h"
 
+/* Where the time goes (glowrt bench --profile): fixed labels, then one
+ * per convolution shape. */
+enum { PROF_AFFINE, PROF_SQUEEZE, PROF_COUPLING, PROF_PRIOR, PROF_LAYOUT, PROF_NOISE, PROF_FIXED };
+static const char *const PROF_NAMES[PROF_FIXED] = {
+    "affine (actnorm + 1x1 invertible conv)", "squeeze / unsqueeze", "coupling update (scale, shift, log-det)",
+    "priors (Gaussian log-density / draw)", "layout changes (blocked <-> plain)", "sampling noise"};
+
 /* A convolution split into output-channel chunks of a fixed size. Each
  * chunk runs single-threaded, on whichever thread: the chunks, and so the
  * arithmetic, depend only on the model, never on threads or batch. */
 #define CONV_CHUNK 64
 
 typedef struct {
+    int label;             /* profile label */
     int cin, cout, k, n_chunks;
     gt_conv *full, *tail;  /* chunk primitives: CONV_CHUNK outputs, and the rest */
     int cin_p;             /* cin padded to the block for a blocked source */
@@ -50,6 +58,7 @@ typedef struct {
     float *h1, *h2, *hout; /* coupling network / prior activations */
     float *hblk;           /* the network's output in the blocked layout */
     float *xblk;           /* its input in the blocked layout */
+    double *prof;          /* seconds per profile label, when profiling */
     char *wpack;           /* weights packed at each use */
     float *wpad;           /* and their zero-padded plain copy, one per thread */
     size_t pad_stride;
@@ -72,6 +81,8 @@ struct glowrt_session {
     size_t pack_size;      /* bytes for weights packed at each use */
     size_t pad_size;       /* floats for their zero-padded plain copy */
     worker *workers;       /* one per thread */
+    char (*labels)[80];    /* profile labels: the fixed ones, then one per conv shape */
+    int n_labels;
     float *top;            /* the top prior's mean / log_sd, [2C][H*W] */
     float *zeros;          /* for an N(0, I) top prior */
 };
@@ -164,6 +175,22 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
                      int relu, int src_blocked, int dst_blocked, char *err) {
     const int cin_p = src_blocked ? (int)round_up(cin, s->block) : cin;
     memset(p, 0, sizeof *p);
+    char label[80];
+    snprintf(label, sizeof label, "conv %dx%d %4d -> %-4d at %dx%d%s%s", ksz, ksz, cin, cout, h, w,
+             src_blocked || dst_blocked ? ", blocked" : ", plain", "");
+    p->label = -1;
+    for (int i = PROF_FIXED; i < s->n_labels; i++)
+        if (!strcmp(s->labels[i], label)) p->label = i;
+    if (p->label < 0) {
+        char (*grown)[80] = realloc(s->labels, (size_t)(s->n_labels + 1) * sizeof *grown);
+        if (!grown) {
+            snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+            return 1;
+        }
+        s->labels = grown;
+        memcpy(s->labels[s->n_labels], label, sizeof label);
+        p->label = s->n_labels++;
+    }
     p->cin = cin;
     p->cin_p = cin_p;
     p->cout = cout;
@@ -236,6 +263,7 @@ static void worker_free(worker *w, int threads) {
     free(w->wpack);
     free(w->wpad);
     free(w->part);
+    free(w->prof);
     for (int t = 0; w->scratch && t < threads; t++) free(w->scratch[t]);
     free(w->scratch);
 }
@@ -271,6 +299,10 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
     if (s->threads > 1024) s->threads = 1024;
     s->D = glowrt_dim(m, height, width);
     s->block = getenv("GLOWRT_PLAIN_CONV") ? 0 : conv_block();
+    s->labels = calloc(PROF_FIXED, sizeof *s->labels);
+    if (!s->labels) goto oom;
+    for (int i = 0; i < PROF_FIXED; i++) snprintf(s->labels[i], sizeof s->labels[i], "%s", PROF_NAMES[i]);
+    s->n_labels = PROF_FIXED;
     s->ops = calloc((size_t)m->n_ops, sizeof *s->ops);
     s->workers = calloc((size_t)s->threads, sizeof *s->workers);
     if (!s->ops || !s->workers) goto oom;
@@ -388,6 +420,7 @@ void glowrt_session_free(glowrt_session *s) {
     free(s->ops);
     for (int t = 0; s->workers && t < s->threads; t++) worker_free(&s->workers[t], s->threads);
     free(s->workers);
+    free(s->labels);
     free(s->top);
     free(s->zeros);
     free(s);
@@ -405,6 +438,14 @@ static double sum_parts(const double *part, int n) {
     return acc;
 }
 
+/* Profiling: time a block into the worker's counter (the worker's own
+ * thread measures; with images in parallel the counters add thread time). */
+#define PROF_BEGIN(w) const double prof_t0_ = (w)->prof ? omp_get_wtime() : 0
+#define PROF_END(w, id) \
+    do {                \
+        if ((w)->prof) (w)->prof[id] += omp_get_wtime() - prof_t0_; \
+    } while (0)
+
 /* The thread id inside a parallel region, or the worker's own id when the
  * worker runs alone (images in parallel). */
 #define TID(par, wid) ((par) ? omp_get_thread_num() : (wid))
@@ -413,6 +454,7 @@ static double sum_parts(const double *part, int n) {
 static void run_conv(worker *w, int wid, int par, const conv_plan *p, const float *src,
                      const float *weights, const float *bias, float *dst, int64_t hw) {
     const int64_t wsz = (int64_t)p->cin * p->k * p->k;
+    PROF_BEGIN(w);
 #pragma omp parallel for schedule(static) if (par && p->n_chunks > 1)
     for (int j = 0; j < p->n_chunks; j++) {
         const int tid = TID(par && p->n_chunks > 1, wid);
@@ -444,6 +486,7 @@ static void run_conv(worker *w, int wid, int par, const conv_plan *p, const floa
             }
         }
     }
+    PROF_END(w, p->label);
 }
 
 /* [ceil(C/B)][hw][B] -> [C][hw] */
@@ -474,15 +517,19 @@ static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const g
                          const float *xa) {
     const int64_t hw = (int64_t)st->H * st->W;
     if (st->blocked_in) {
+        PROF_BEGIN(w);
         block(xa, w->xblk, st->conv[0].cin, hw, s->block);
         xa = w->xblk;
+        PROF_END(w, PROF_LAYOUT);
     }
     run_conv(w, wid, par, &st->conv[0], xa, op->t[0]->data, op->t[1]->data, w->h1, hw);
     if (op->t[2]) s->k->edge_bias(w->h1, op->t[2]->data, st->conv[0].cout, st->H, st->W, 1);
     run_conv(w, wid, par, &st->conv[1], w->h1, op->t[3]->data, op->t[4]->data, w->h2, hw);
     if (st->blocked) {
         run_conv(w, wid, par, &st->conv[2], w->h2, op->t[5]->data, op->t[6]->data, w->hblk, hw);
+        PROF_BEGIN(w);
         unblock(w->hblk, w->hout, st->conv[2].cout, hw, s->block);
+        PROF_END(w, PROF_LAYOUT);
     } else {
         run_conv(w, wid, par, &st->conv[2], w->h2, op->t[5]->data, op->t[6]->data, w->hout, hw);
     }
@@ -501,24 +548,28 @@ static void split_prior(glowrt_session *s, worker *w, int wid, int par, const gt
 static double prior_logp(glowrt_session *s, worker *w, int par, int halves, int half, int64_t hw, const float *z,
                          const float *p, float *eps) {
     const gt_kernels *k = s->k;
+    PROF_BEGIN(w);
 #pragma omp parallel for schedule(static) if (par)
     for (int kk = 0; kk < half; kk++) {
         const float *mean = p ? p + prior_mean_ch(halves, half, kk) * hw : s->zeros;
         const float *lsd = p ? p + prior_logsd_ch(halves, half, kk) * hw : s->zeros;
         w->part[kk] = k->gauss_logp(z + kk * hw, mean, lsd, eps ? eps + kk * hw : NULL, hw);
     }
+    PROF_END(w, PROF_PRIOR);
     return sum_parts(w->part, half);
 }
 
-static void prior_sample(glowrt_session *s, int par, int halves, int half, int64_t hw, float *z, const float *p,
+static void prior_sample(glowrt_session *s, worker *w, int par, int halves, int half, int64_t hw, float *z, const float *p,
                          const float *eps) {
     const gt_kernels *k = s->k;
+    PROF_BEGIN(w);
 #pragma omp parallel for schedule(static) if (par)
     for (int kk = 0; kk < half; kk++) {
         const float *mean = p ? p + prior_mean_ch(halves, half, kk) * hw : s->zeros;
         const float *lsd = p ? p + prior_logsd_ch(halves, half, kk) * hw : s->zeros;
         k->gauss_from_eps(z + kk * hw, mean, lsd, eps + kk * hw, hw);
     }
+    PROF_END(w, PROF_PRIOR);
 }
 
 /* One image forward: x [D] -> log_p, and eps [D] when asked. par: spread
@@ -535,11 +586,19 @@ static void forward_one(glowrt_session *s, worker *w, int wid, int par, const fl
         const int64_t hw = (int64_t)st->H * st->W;
         switch (op->code) {
         case OP_SQUEEZE:
-            k->squeeze(w->cur, w->nxt, C, st->H, st->W);
+            {
+                PROF_BEGIN(w);
+                k->squeeze(w->cur, w->nxt, C, st->H, st->W);
+                PROF_END(w, PROF_SQUEEZE);
+            }
             swap(w);
             break;
         case OP_AFFINE:
-            k->affine(op->t[0]->data, op->t[1]->data, C, hw, w->cur, w->nxt);
+            {
+                PROF_BEGIN(w);
+                k->affine(op->t[0]->data, op->t[1]->data, C, hw, w->cur, w->nxt);
+                PROF_END(w, PROF_AFFINE);
+            }
             swap(w);
             logdet += (double)hw * op->f64s[0];
             break;
@@ -547,14 +606,18 @@ static void forward_one(glowrt_session *s, worker *w, int wid, int par, const fl
             float *xb = w->cur + half * hw;
             coupling_net(s, w, wid, par, op, st, w->cur);
             const int halves = (int)op->ints[3];
-            if (op->ints[2] == COUPLING_AFFINE) {
-#pragma omp parallel for schedule(static) if (par)
-                for (int kk = 0; kk < half; kk++)
-                    w->part[kk] = k->coupling_fwd(xb + kk * hw, w->hout + coupling_scale_ch(halves, half, kk) * hw,
-                                                  w->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
-                logdet += sum_parts(w->part, half);
-            } else {
-                k->add(xb, w->hout, half * hw, 1.0f);
+            {
+                PROF_BEGIN(w);
+                if (op->ints[2] == COUPLING_AFFINE) {
+    #pragma omp parallel for schedule(static) if (par)
+                    for (int kk = 0; kk < half; kk++)
+                        w->part[kk] = k->coupling_fwd(xb + kk * hw, w->hout + coupling_scale_ch(halves, half, kk) * hw,
+                                                      w->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
+                    logdet += sum_parts(w->part, half);
+                } else {
+                    k->add(xb, w->hout, half * hw, 1.0f);
+                }
+                PROF_END(w, PROF_COUPLING);
             }
             break;
         }
@@ -583,32 +646,44 @@ static void reverse_one(glowrt_session *s, worker *w, int wid, int par, const fl
         const int64_t hw = (int64_t)st->H * st->W;
         switch (op->code) {
         case OP_TOP_PRIOR:
-            prior_sample(s, par, (int)op->ints[1], C, hw, w->cur, op->ints[2] ? s->top : NULL, eps + st->eps_off);
+            prior_sample(s, w, par, (int)op->ints[1], C, hw, w->cur, op->ints[2] ? s->top : NULL, eps + st->eps_off);
             break;
         case OP_SPLIT:
             split_prior(s, w, wid, par, op, st, w->cur);
-            prior_sample(s, par, (int)op->ints[1], half, hw, w->cur + half * hw, w->hout, eps + st->eps_off);
+            prior_sample(s, w, par, (int)op->ints[1], half, hw, w->cur + half * hw, w->hout, eps + st->eps_off);
             break;
         case OP_COUPLING: {
             float *xb = w->cur + half * hw;
             coupling_net(s, w, wid, par, op, st, w->cur);
             const int halves = (int)op->ints[3];
-            if (op->ints[2] == COUPLING_AFFINE) {
-#pragma omp parallel for schedule(static) if (par)
-                for (int kk = 0; kk < half; kk++)
-                    k->coupling_rev(xb + kk * hw, w->hout + coupling_scale_ch(halves, half, kk) * hw,
-                                    w->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
-            } else {
-                k->add(xb, w->hout, half * hw, -1.0f);
+            {
+                PROF_BEGIN(w);
+                if (op->ints[2] == COUPLING_AFFINE) {
+    #pragma omp parallel for schedule(static) if (par)
+                    for (int kk = 0; kk < half; kk++)
+                        k->coupling_rev(xb + kk * hw, w->hout + coupling_scale_ch(halves, half, kk) * hw,
+                                        w->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
+                } else {
+                    k->add(xb, w->hout, half * hw, -1.0f);
+                }
+                PROF_END(w, PROF_COUPLING);
             }
             break;
         }
         case OP_AFFINE:
-            k->affine(op->t[2]->data, op->t[3]->data, C, hw, w->cur, w->nxt);
+            {
+                PROF_BEGIN(w);
+                k->affine(op->t[2]->data, op->t[3]->data, C, hw, w->cur, w->nxt);
+                PROF_END(w, PROF_AFFINE);
+            }
             swap(w);
             break;
         case OP_SQUEEZE:
-            k->unsqueeze(w->cur, w->nxt, C, st->H, st->W);
+            {
+                PROF_BEGIN(w);
+                k->unsqueeze(w->cur, w->nxt, C, st->H, st->W);
+                PROF_END(w, PROF_SQUEEZE);
+            }
             swap(w);
             break;
         }
@@ -640,11 +715,13 @@ static void run_image(glowrt_session *s, const job *j, int i, int wid, int par) 
         /* The noise goes through x's slot for this image, then decodes in place. */
         float *xi = j->out + off;
         const int64_t chunk = 4096, n_chunks = (s->D + chunk - 1) / chunk;
+        PROF_BEGIN(w);
 #pragma omp parallel for schedule(static) if (par)
         for (int64_t c = 0; c < n_chunks; c++) {
             const int64_t j0 = c * chunk, len = s->D - j0 < chunk ? s->D - j0 : chunk;
             s->k->normal_noise(j->seed, j->first + (uint64_t)i, j0, len, j->temp, xi + j0);
         }
+        PROF_END(w, PROF_NOISE);
         reverse_one(s, w, wid, par, xi, xi);
     }
 }
@@ -692,4 +769,44 @@ int glowrt_decode(glowrt_session *s, const float *eps, int n, float *x, char *er
 int glowrt_sample(glowrt_session *s, uint64_t seed, uint64_t first_index, int n, float temp, float *x, char *err) {
     const job j = {JOB_SAMPLE, NULL, x, NULL, seed, first_index, temp};
     return run_job(s, &j, n, err);
+}
+
+int glowrt_session_profile(glowrt_session *s, int on) {
+    for (int t = 0; t < s->threads && t < s->max_batch; t++) {
+        worker *w = &s->workers[t];
+        free(w->prof);
+        w->prof = NULL;
+        if (on && !(w->prof = calloc((size_t)s->n_labels, sizeof(double)))) return 1;
+    }
+    return 0;
+}
+
+void glowrt_session_profile_print(const glowrt_session *s, void *file) {
+    FILE *f = file;
+    double *sum = calloc((size_t)s->n_labels, sizeof(double)), total = 0;
+    int *order = calloc((size_t)s->n_labels, sizeof(int));
+    if (!sum || !order || !s->workers[0].prof) {
+        free(sum);
+        free(order);
+        return;
+    }
+    for (int t = 0; t < s->threads && t < s->max_batch; t++)
+        for (int i = 0; i < s->n_labels; i++) sum[i] += s->workers[t].prof[i];
+    for (int i = 0; i < s->n_labels; i++) {
+        total += sum[i];
+        order[i] = i;
+    }
+    for (int i = 1; i < s->n_labels; i++)  /* insertion sort, largest first */
+        for (int j = i; j > 0 && sum[order[j]] > sum[order[j - 1]]; j--) {
+            const int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    fprintf(f, "%10s %6s  %s\n", "ms", "share", "op");
+    for (int i = 0; i < s->n_labels; i++)
+        if (sum[order[i]] > 0)
+            fprintf(f, "%10.2f %5.1f%%  %s\n", 1e3 * sum[order[i]], 100 * sum[order[i]] / total, s->labels[order[i]]);
+    fprintf(f, "%10.2f %5.1f%%  total (thread time when images run in parallel)\n", 1e3 * total, 100.0);
+    free(sum);
+    free(order);
 }

@@ -51,4 +51,5 @@ int cmd_score(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 #endif

@@ -27,6 +27,7 @@ static const char *MAIN_HELP =
     "  encode   images -> standardised latents eps (.npy)\n"
     "  decode   latents -> images (the exact inverse of encode)\n"
     "  sample   draw images at a temperature, seeded and reproducible\n"
+    "  bench    throughput on this machine; --profile shows where the time goes\n"
     "\n"
     "Errors are one line on stderr and exit code 2. GLOWRT_ISA=ref forces the\n"
     "reference kernels.\n";
@@ -35,7 +36,7 @@ static const struct {
     const char *name;
     int (*run)(int, char **);
 } COMMANDS[] = {{"info", cmd_info}, {"score", cmd_score}, {"encode", cmd_encode}, {"decode", cmd_decode},
-                {"sample", cmd_sample}};
+                {"sample", cmd_sample}, {"bench", cmd_bench}};
 
 int main(int argc, char **argv) {
     if (argc < 2) {
