@@ -102,6 +102,21 @@ int io_list_inputs(const char *path, char ***paths, size_t *count, char *err,
                    size_t errlen);
 void io_free_list(char **paths, size_t count);
 
+/* idx-ubyte image files (the MNIST / Fashion-MNIST format), gzipped or not
+ * (zlib reads either): big-endian magic 0x00000803, then N, H, W as
+ * big-endian uint32, then N*H*W pixel bytes, nothing more. Every dimension
+ * must be >= 1, H and W at most IO_MAX_DIM, N*H*W at most IO_MAX_ELEMS; the
+ * data must be exactly N*H*W bytes (a short or a longer file is an error).
+ * Memory grows with the bytes really read, never with what the header claims.
+ * io_is_idx: 1 when the file (after gunzip) starts with the idx3 magic. */
+int io_is_idx(const char *path);
+/* Reads only the header: *n, *h, *w. */
+int io_read_idx_header(const char *path, int64_t *n, int64_t *h, int64_t *w,
+                       char *err, size_t errlen);
+/* *pix: malloc'ed uint8 [n, h, w] (free()). */
+int io_read_idx_u8(const char *path, uint8_t **pix, int64_t *n, int64_t *h,
+                   int64_t *w, char *err, size_t errlen);
+
 /* Conversions, exposed for tests and callers that hold raw pixels. */
 float io_pixel_to_model(uint8_t u, int n_bits);
 uint8_t io_model_to_pixel(float x, int n_bits);
