@@ -52,4 +52,8 @@ int cmd_encode(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_interp(int argc, char **argv);
+int cmd_manipulate(int argc, char **argv);
 #endif

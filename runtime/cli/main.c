@@ -28,15 +28,22 @@ static const char *MAIN_HELP =
     "  decode   latents -> images (the exact inverse of encode)\n"
     "  sample   draw images at a temperature, seeded and reproducible\n"
     "  bench    throughput on this machine; --profile shows where the time goes\n"
+    "  calibrate  a threshold for out-of-distribution flags at a target FPR\n"
+    "  eval     AUROC, AUPR, FPR@95%TPR of a score between IN and OUT sets\n"
+    "  interp   a strip of images on the line between two images' latents\n"
+    "  manipulate  move images along mean eps(pos) - mean eps(neg)\n"
     "\n"
-    "Errors are one line on stderr and exit code 2. GLOWRT_ISA=ref forces the\n"
+    "Errors are one line on stderr and exit code 2 (score: 3 when some inputs\n"
+    "failed and the others were scored). GLOWRT_ISA=ref forces the\n"
     "reference kernels.\n";
 
 static const struct {
     const char *name;
     int (*run)(int, char **);
 } COMMANDS[] = {{"info", cmd_info}, {"score", cmd_score}, {"encode", cmd_encode}, {"decode", cmd_decode},
-                {"sample", cmd_sample}, {"bench", cmd_bench}};
+                {"sample", cmd_sample}, {"bench", cmd_bench},
+                {"calibrate", cmd_calibrate}, {"eval", cmd_eval}, {"interp", cmd_interp},
+                {"manipulate", cmd_manipulate}};
 
 int main(int argc, char **argv) {
     if (argc < 2) {
