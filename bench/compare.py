@@ -428,7 +428,9 @@ def main():
         fp32_peak_gflops=peak / 1e9,
         fp32_peak_formula="%d cores x %.3f GHz x 2 FMA units x 8 FP32 lanes (AVX2) x 2 FLOP" % (used, ghz),
         load_start=load_start, load_end=load_end, date=datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-        commit=git_commit(), python=platform.python_version(), wall_s=time.time() - t_start,
+        commit=git_commit(), libglowrt_built=datetime.datetime.utcfromtimestamp(
+            os.path.getmtime(os.path.join(ROOT, "build", "libglowrt.a"))).strftime("%Y-%m-%d %H:%M UTC"),
+        python=platform.python_version(), wall_s=time.time() - t_start,
         tolerance_density="|d| <= 1e-5|log_p| + 1e-3 vs PyTorch float64",
         tolerance_sample="|dx| <= 1e-4|x| + 1e-3 vs PyTorch float64 decode",
         max_dev_glowrt_vs_peer=pair)
@@ -462,7 +464,8 @@ def markdown(env, rows, engines):
                 env["fp32_peak_formula"]))
     L.append("- load average (1/5/15 min) at start %s, at end %s (shared machine: other jobs were running)"
              % ("/".join("%.2f" % v for v in env["load_start"]), "/".join("%.2f" % v for v in env["load_end"])))
-    L.append("- %s, commit %s, PyTorch %s, ONNX Runtime 1.30 (node)" % (env["date"], env["commit"], env["torch"]))
+    L.append("- %s, commit %s (build/libglowrt.a built %s), PyTorch %s, ONNX Runtime 1.30 (node)"
+             % (env["date"], env["commit"], env["libglowrt_built"], env["torch"]))
     L.append("- weights: %s; inputs: %s; sampling decodes %s" % (env["source"], env["data"], env["eps"]))
     L.append("- work: %.3f GFLOP per image per direction (%s)" % (env["flops_per_image"] / 1e9,
                                                                   env["glowrt_info_work"] or "computed"))
@@ -516,7 +519,8 @@ def chart(env, rows, engines, path):
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(["%s b=%d" % g for g in groups])
     ax.set_ylabel("images / s (higher is better)")
-    ax.set_title("%s, %d threads, %s" % (env["arch"], env["threads"], env["cpu"]), fontsize=10)
+    ax.set_title("%s, %d threads, %s, load %.1f -> %.1f, %s" % (env["arch"], env["threads"], env["cpu"],
+                 env["load_start"][0], env["load_end"][0], env["commit"]), fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
