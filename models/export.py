@@ -1,0 +1,353 @@
+"""Export a trained Glow checkpoint to a .glow file (docs/format.md).
+
+    /usr/bin/python3 models/export.py rosinality CKPT.pt -o MODEL.glow \
+        --image-size 28 --n-bits 8
+
+Source formats: `rosinality` (a rosinality/glow-pytorch state_dict, keys with or
+without the 'module.' prefix; also the layout of models/glow.py). Everything is
+folded in float64 and rounded to float32 once. Refuses (exit 2, one line) a
+checkpoint it cannot export faithfully: an actnorm that was never initialised,
+missing or unexpected keys, inconsistent shapes, an image size that 2^n_block
+does not divide.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import glowfile  # noqa: E402
+from glowfile import OP_AFFINE, OP_COUPLING, OP_SPLIT, OP_SQUEEZE, OP_TOP_PRIOR  # noqa: E402
+
+EXPORTER_VERSION = "1.0.0"
+LU_KEYS = ("w_p", "u_mask", "l_mask", "s_sign", "l_eye", "w_l", "w_s", "w_u")
+
+
+class ExportError(Exception):
+    pass
+
+
+def load_state_dict(path):
+    import torch
+    obj = torch.load(path, map_location="cpu")
+    if isinstance(obj, dict) and not any(hasattr(v, "shape") for v in obj.values()):
+        for k in ("state_dict", "model", "model_state_dict"):
+            if k in obj and isinstance(obj[k], dict):
+                obj = obj[k]
+                break
+    if not isinstance(obj, dict):
+        raise ExportError("%s does not hold a state_dict" % path)
+    sd = {}
+    for k, v in obj.items():
+        k2 = k[len("module."):] if k.startswith("module.") else k
+        if k2 in sd:
+            raise ExportError("key %s appears twice (with and without 'module.')" % k2)
+        if not hasattr(v, "detach"):
+            raise ExportError("entry %s is not a tensor" % k)
+        sd[k2] = v.detach().cpu().double().numpy() if v.dtype.is_floating_point else v.detach().cpu().numpy()
+    return sd
+
+
+def infer_rosinality(sd):
+    """Structure of a rosinality state_dict; checks the key set and shapes."""
+    blocks = {}
+    for k in sd:
+        m = re.match(r"blocks\.(\d+)\.flows\.(\d+)\.", k)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+        else:
+            m = re.match(r"blocks\.(\d+)\.prior\.", k)
+            if m:
+                blocks.setdefault(int(m.group(1)), set())
+            else:
+                raise ExportError("unexpected key %s" % k)
+    if not blocks:
+        raise ExportError("no blocks.* keys: not a rosinality Glow state_dict")
+    n_block = max(blocks) + 1
+    if sorted(blocks) != list(range(n_block)):
+        raise ExportError("missing keys: blocks are %s" % sorted(blocks))
+    n_flow = len(blocks[0])
+    for i, f in blocks.items():
+        if sorted(f) != list(range(n_flow)) or n_flow == 0:
+            raise ExportError("missing keys: block %d has flows %s, block 0 has %d" % (i, sorted(f), n_flow))
+    k0 = "blocks.0.flows.0.actnorm.loc"
+    if k0 not in sd:
+        raise ExportError("missing key " + k0)
+    if sd[k0].ndim != 4 or sd[k0].shape[1] % 4:
+        raise ExportError("inconsistent shape of %s: %s" % (k0, sd[k0].shape))
+    c_in = sd[k0].shape[1] // 4
+    kw = "blocks.0.flows.0.coupling.net.0.weight"
+    if kw not in sd:
+        raise ExportError("missing key " + kw)
+    hidden = sd[kw].shape[0]
+    k4 = "blocks.0.flows.0.coupling.net.4.conv.weight"
+    if k4 not in sd:
+        raise ExportError("missing key " + k4)
+    c0 = 4 * c_in
+    if sd[k4].shape[0] == c0:
+        affine = True
+    elif sd[k4].shape[0] == c0 // 2:
+        affine = False
+    else:
+        raise ExportError("inconsistent shape of %s: %s" % (k4, sd[k4].shape))
+
+    expected = {}
+    lu_flags = []
+    c = c_in
+    for i in range(n_block):
+        C = 4 * c
+        last = i == n_block - 1
+        row = []
+        for j in range(n_flow):
+            p = "blocks.%d.flows.%d." % (i, j)
+            expected[p + "actnorm.loc"] = (1, C, 1, 1)
+            expected[p + "actnorm.scale"] = (1, C, 1, 1)
+            expected[p + "actnorm.initialized"] = ()
+            lu = (p + "invconv.w_s") in sd
+            row.append(lu)
+            if lu:
+                for k in LU_KEYS:
+                    expected[p + "invconv." + k] = (C,) if k in ("s_sign", "w_s") else (C, C)
+            else:
+                expected[p + "invconv.weight"] = (C, C, 1, 1)
+            q = p + "coupling.net."
+            expected[q + "0.weight"] = (hidden, C // 2, 3, 3)
+            expected[q + "0.bias"] = (hidden,)
+            expected[q + "2.weight"] = (hidden, hidden, 1, 1)
+            expected[q + "2.bias"] = (hidden,)
+            co = C if affine else C // 2
+            expected[q + "4.conv.weight"] = (co, hidden, 3, 3)
+            expected[q + "4.conv.bias"] = (co,)
+            expected[q + "4.scale"] = (1, co, 1, 1)
+        lu_flags.append(row)
+        p = "blocks.%d.prior." % i
+        pin, pout = (C, 2 * C) if last else (C // 2, C)
+        expected[p + "conv.weight"] = (pout, pin, 3, 3)
+        expected[p + "conv.bias"] = (pout,)
+        expected[p + "scale"] = (1, pout, 1, 1)
+        c = C // 2
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing:
+        raise ExportError("missing keys (%d), first %s" % (len(missing), missing[0]))
+    if unexpected:
+        raise ExportError("unexpected keys (%d), first %s" % (len(unexpected), unexpected[0]))
+    for k, shape in expected.items():
+        s = tuple(sd[k].shape)
+        if k.endswith("initialized"):
+            if int(np.prod(s)) != 1:
+                raise ExportError("inconsistent shape of %s: %s" % (k, s))
+            if int(np.asarray(sd[k]).reshape(-1)[0]) == 0:
+                raise ExportError("%s == 0: actnorm never data-initialised (not a trained model)" % k)
+            continue
+        if s != shape:
+            raise ExportError("inconsistent shape of %s: %s, expected %s" % (k, s, shape))
+        if not np.all(np.isfinite(sd[k])):
+            raise ExportError("non-finite values in %s" % k)
+    if all(all(r) for r in lu_flags):
+        invconv = "lu"
+    elif not any(any(r) for r in lu_flags):
+        invconv = "plain"
+    else:
+        invconv = "mixed"
+    return dict(in_channels=c_in, n_block=n_block, n_flow=n_flow, hidden=hidden,
+                affine=affine, invconv=invconv, lu_flags=lu_flags)
+
+
+def lu_matrix(sd, p):
+    g = lambda k: sd[p + "invconv." + k]  # noqa: E731
+    lower = g("w_l") * g("l_mask") + g("l_eye")
+    upper = g("w_u") * g("u_mask") + np.diag(g("s_sign") * np.exp(g("w_s")))
+    return g("w_p") @ lower @ upper, float(np.sum(g("w_s")))
+
+
+def edge_table(w):
+    """rosinality pad-with-1: edge[3*ky+kx][o] = sum_i w[o][i][ky][kx]; w [O, I, 3, 3]."""
+    return w.sum(1).reshape(w.shape[0], 9).T.copy()
+
+
+def zero_conv(sd, p):
+    """A ZeroConv2d with its exp(3*scale) folded into weight and bias."""
+    f = np.exp(3.0 * sd[p + "scale"].reshape(-1))
+    w = sd[p + "conv.weight"] * f[:, None, None, None]
+    b = sd[p + "conv.bias"] * f
+    return w, b, edge_table(w)
+
+
+def build_rosinality(sd, info):
+    """-> (tensors [(name, float64 array)], ops [(code, ints, f64s, names)])."""
+    tensors, ops = [], []
+
+    def add(name, arr):
+        tensors.append((name, arr))
+        return name
+
+    c = info["in_channels"]
+    hid = info["hidden"]
+    kind = 0 if info["affine"] else 1
+    for i in range(info["n_block"]):
+        ops.append((OP_SQUEEZE, [c], [], []))
+        C = 4 * c
+        for j in range(info["n_flow"]):
+            p = "blocks.%d.flows.%d." % (i, j)
+            pre = "b%d.f%d." % (i, j)
+            scale = sd[p + "actnorm.scale"].reshape(-1)
+            loc = sd[p + "actnorm.loc"].reshape(-1)
+            if info["lu_flags"][i][j]:
+                W, logdet_w = lu_matrix(sd, p)
+            else:
+                W = sd[p + "invconv.weight"].reshape(C, C)
+                sign, logdet_w = np.linalg.slogdet(W)
+                if sign == 0:
+                    raise ExportError("%sinvconv.weight is singular" % p)
+            if np.any(scale == 0):
+                raise ExportError("%sactnorm.scale has zeros" % p)
+            A = W @ np.diag(scale)
+            b = W @ (scale * loc)
+            A_inv = np.linalg.inv(A)
+            b_inv = -A_inv @ b
+            logdet_px = float(np.sum(np.log(np.abs(scale))) + logdet_w)
+            if not np.all(np.isfinite(A_inv)):
+                raise ExportError("%s: 1x1 conv not invertible" % p)
+            ops.append((OP_AFFINE, [C], [logdet_px],
+                        [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv), add(pre + "b_inv", b_inv)]))
+            q = p + "coupling.net."
+            w3, b3, e3 = zero_conv(sd, q + "4.")
+            if info["affine"]:
+                b3 = b3.copy()
+                b3[:C // 2] += 2.0  # sigmoid(log_s + 2), log_s = first C/2 channels
+            ops.append((OP_COUPLING, [C, hid, kind, 0], [],
+                        [add(pre + "w1", sd[q + "0.weight"]), add(pre + "b1", sd[q + "0.bias"]), None,
+                         add(pre + "w2", sd[q + "2.weight"]), add(pre + "b2", sd[q + "2.bias"]),
+                         add(pre + "w3", w3), add(pre + "b3", b3), add(pre + "e3", e3)]))
+        w, b, e = zero_conv(sd, "blocks.%d.prior." % i)
+        if i < info["n_block"] - 1:
+            ops.append((OP_SPLIT, [C, 0], [],
+                        [add("b%d.split.w" % i, w), add("b%d.split.b" % i, b), add("b%d.split.e" % i, e)]))
+            c = C // 2
+        else:
+            ops.append((OP_TOP_PRIOR, [C, 0, 1], [], [add("top.b", b), add("top.e", e)]))
+    return tensors, ops
+
+
+def train_info(ckpt):
+    """train.* metadata from progress.json beside the checkpoint (models/train.py)."""
+    prog = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "progress.json")
+    if not os.path.exists(prog):
+        return []
+    try:
+        d = json.load(open(prog))
+    except (OSError, ValueError):
+        return []
+    m = re.search(r"(\d+)\.pt$", os.path.basename(ckpt))
+    if not m:
+        return []
+    step = int(m.group(1))
+    out = [("train.step", step)]
+    hist = [h for h in d.get("history", []) if h.get("step", 0) <= step]
+    if hist:
+        recent = [h["train_bpd"] for h in hist[-10:]]
+        out.append(("train.bpd", float(sum(recent) / len(recent))))
+        out.append(("train.epochs", float(hist[-1].get("epoch", 0.0))))
+    if d.get("test_bpd") is not None and d.get("test_step") == step:
+        out.append(("train.test_bpd", float(d["test_bpd"])))
+        out.append(("train.test_images", int(d.get("test_n", 0))))
+    if isinstance(d.get("config", {}).get("holdout_class"), int):
+        out.append(("train.holdout_class", int(d["config"]["holdout_class"])))
+    return out
+
+
+def parse_size(s):
+    m = re.fullmatch(r"(\d+)(?:x(\d+))?", s)
+    if not m:
+        raise ExportError("bad --image-size %r (S or HxW)" % s)
+    h = int(m.group(1))
+    w = int(m.group(2)) if m.group(2) else h
+    return h, w
+
+
+def self_check(path, sd, info, height, width, n=2):
+    """Re-read the file (all CRCs) and run its plan in float64 against the
+    state_dict's own model (models/glow.py) in float64."""
+    import torch
+    from glow import Glow
+    g = glowfile.read_glow(path, verify=True)
+    model = Glow(info["in_channels"], info["n_flow"], info["n_block"], affine=info["affine"],
+                 conv_lu=True, hidden=info["hidden"])
+    # rebuild the same invconv variant per flow
+    from glow import InvConv2d
+    for i, row in enumerate(info["lu_flags"]):
+        for j, lu in enumerate(row):
+            if not lu:
+                model.blocks[i].flows[j].invconv = InvConv2d(model.blocks[i].flows[j].actnorm.loc.shape[1])
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()})
+    model = model.double().eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, info["in_channels"], height, width, generator=gen, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        ref = model.log_prob(x)
+        ref_eps = model.encode(x)
+        ll, eps = glowfile.Plan(g).forward(x)
+    d_ll = (ll - ref).abs().max().item()
+    d_eps = (eps - ref_eps).abs().max().item()
+    tol = 1e-4 * ref.abs().max().item() + 1e-2
+    if not (d_ll <= tol and d_eps <= 1e-3):
+        raise ExportError("self-check failed: max|dlog_p| %.3g, max|deps| %.3g" % (d_ll, d_eps))
+    return d_ll, d_eps
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("source_format", choices=["rosinality"])
+    ap.add_argument("checkpoint")
+    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--image-size", required=True, help="S or HxW (default size stored in the file)")
+    ap.add_argument("--n-bits", type=int, default=8)
+    ap.add_argument("--alignment", type=int, default=64)
+    ap.add_argument("--no-check", action="store_true", help="skip the float64 self-check")
+    ap.add_argument("-q", "--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    try:
+        if not 1 <= a.n_bits <= 8:
+            raise ExportError("--n-bits must be 1..8")
+        h, w = parse_size(a.image_size)
+        sd = load_state_dict(a.checkpoint)
+        info = infer_rosinality(sd)
+        f = 2 ** info["n_block"]
+        if h % f or w % f or h < f or w < f:
+            raise ExportError("image size %dx%d not divisible by 2^n_block = %d" % (h, w, f))
+        tensors, ops = build_rosinality(sd, info)
+        kv = [("glow.in_channels", info["in_channels"]), ("glow.image_height", h), ("glow.image_width", w),
+              ("glow.n_levels", info["n_block"]), ("glow.n_flow", info["n_flow"]),
+              ("glow.hidden", info["hidden"]), ("glow.coupling", "affine" if info["affine"] else "additive"),
+              ("glow.invconv", info["invconv"]), ("glow.n_bits", a.n_bits),
+              ("source.format", a.source_format), ("source.file", os.path.basename(a.checkpoint)),
+              ("exporter.version", EXPORTER_VERSION)]
+        kv += train_info(a.checkpoint)
+        size = glowfile.write_glow(a.output, kv, tensors, ops, alignment=a.alignment)
+        msg = ""
+        if not a.no_check:
+            try:
+                d_ll, d_eps = self_check(a.output, sd, info, h, w)
+            except (ExportError, glowfile.GlowFileError) as e:
+                os.remove(a.output)
+                raise ExportError(str(e))
+            msg = ", self-check max|dlog_p| %.2g max|deps| %.2g" % (d_ll, d_eps)
+    except ExportError as e:
+        print("export: error: %s" % e, file=sys.stderr)
+        if os.path.exists(a.output + ".tmp"):
+            os.remove(a.output + ".tmp")
+        return 2
+    if not a.quiet:
+        print("wrote %s: %d bytes, %d tensors, %d ops (C=%d L=%d K=%d hidden=%d %s %s)%s"
+              % (a.output, size, len(tensors), len(ops), info["in_channels"], info["n_block"], info["n_flow"],
+                 info["hidden"], "affine" if info["affine"] else "additive", info["invconv"], msg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
