@@ -355,7 +355,7 @@ def test_manipulate(c):
     y = np.load(o) if r.returncode == 0 else None
     check("manipulate --alpha 0 gives the images back", y is not None and y.shape == (3, 1, 8, 8)
           and np.abs(y - x).max() < 1e-3, r.stderr)
-    r = run([c.g, "manipulate", c.model, "--pos", pp, "--neg", nn, "--alpha", "1", "--images", xp, "-o", o])
+    r = run([c.g, "manipulate", c.model, "--pos", pp, "--neg", nn, "--alpha", "1", xp, "-o", o])
     y = np.load(o) if r.returncode == 0 else None
     check("manipulate --alpha 1 moves them", y is not None and y.shape == (3, 1, 8, 8)
           and np.abs(y - x).max() > 1e-2, r.stderr)

@@ -15,9 +15,10 @@
 static const char *INTERP_HELP =
     "usage: glowrt interp MODEL A B [-n N] -o OUT [--batch N] [--threads N]\n"
     "\n"
-    "Encodes the first image of A and of B (INPUT as for glowrt score), takes\n"
-    "eps_k = (1 - t_k) eps_A + t_k eps_B at t_k = k / (N - 1), k = 0..N-1, and\n"
-    "decodes them: image 0 is A and image N-1 is B (up to the flow's float\n"
+    "Encodes the first image of A and of B (png/jpg/npy, as for glowrt encode),\n"
+    "takes "
+    "eps_k = (1 - t_k) eps_A + t_k eps_B at t_k = k / (N - 1), k = 0..N-1,\n"
+    "and decodes them: image 0 is A and image N-1 is B (up to the flow's float\n"
     "round trip). OUT: .png/.jpg -> one strip, the N images in a row with\n"
     "2-pixel black gaps; .npy -> float32 [N,C,H,W] in model space; otherwise a\n"
     "directory of N PNGs.\n"
@@ -25,20 +26,18 @@ static const char *INTERP_HELP =
     "  -n N             images in the strip, 2..1000 (default 8)\n";
 
 static const char *MANIPULATE_HELP =
-    "usage: glowrt manipulate MODEL --pos X... --neg X... [--alpha A] IMAGE... -o OUT\n"
-    "                         [--batch N] [--threads N]\n"
+    "usage: glowrt manipulate MODEL --pos X [--pos X...] --neg X [--neg X...] [--alpha A]\n"
+    "                         IMAGE... -o OUT [--batch N] [--threads N]\n"
     "\n"
     "Moves images along an attribute direction in latent space (Glow, Kingma &\n"
-    "Dhariwal 2018): direction = mean eps(pos) - mean eps(neg); each image is\n"
-    "decoded from eps + A * direction. Every input (files, directories, .npy\n"
-    "arrays as for glowrt score) must have one image size. OUT as for glowrt\n"
-    "decode: .npy (float32 [N,C,H,W]), .png/.jpg (a grid) or a directory.\n"
+    "Dhariwal 2018): direction = mean eps(pos) - mean eps(neg); each IMAGE is\n"
+    "decoded from its eps + A * direction. Every input (png/jpg/npy files and\n"
+    "directories, as for glowrt encode) must have one image size. OUT as for\n"
+    "glowrt decode: .npy (float32 [N,C,H,W]), .png/.jpg (a grid) or a directory.\n"
     "\n"
-    "  --pos X...       images with the attribute (the words up to the next option)\n"
-    "  --neg X...       images without it\n"
-    "  --alpha A        step along the direction, in [-100, 100] (default 1)\n"
-    "  IMAGE...         the images to move (words before --pos/--neg, or after\n"
-    "                   --images)\n";
+    "  --pos X          images with the attribute (a file or directory; repeatable)\n"
+    "  --neg X          images without it (repeatable)\n"
+    "  --alpha A        step along the direction, in [-100, 100] (default 1)\n";
 
 /* Encodes every image of the inputs: eps [n, D] (grown), all one size. */
 typedef struct {
@@ -164,12 +163,11 @@ int cmd_interp(int argc, char **argv) {
 }
 
 int cmd_manipulate(int argc, char **argv) {
-    enum { OPT_POS = OPT_FIRST_FREE, OPT_NEG, OPT_ALPHA, OPT_IMAGES };
+    enum { OPT_POS = OPT_FIRST_FREE, OPT_NEG, OPT_ALPHA };
     static const struct option opts[] = {{"batch", required_argument, 0, OPT_BATCH},
                                          {"threads", required_argument, 0, OPT_THREADS},
-                                         {"pos", no_argument, 0, OPT_POS},
-                                         {"neg", no_argument, 0, OPT_NEG},
-                                         {"images", no_argument, 0, OPT_IMAGES},
+                                         {"pos", required_argument, 0, OPT_POS},
+                                         {"neg", required_argument, 0, OPT_NEG},
                                          {"alpha", required_argument, 0, OPT_ALPHA},
                                          {"output", required_argument, 0, 'o'},
                                          {"help", no_argument, 0, 'h'},
@@ -178,23 +176,21 @@ int cmd_manipulate(int argc, char **argv) {
     double alpha = 1.0;
     const char *model = NULL;
     char **lists[3];
-    int counts[3] = {0, 0, 0}, mode = 2, c; /* 0 pos, 1 neg, 2 images */
+    int counts[3] = {0, 0, 0}, c; /* 0 pos, 1 neg, 2 images */
     for (int k = 0; k < 3; k++)
         if (!(lists[k] = calloc((size_t)argc, sizeof(char *)))) die("out of memory");
-    while ((c = getopt_long(argc, argv, "-ho:", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
         if (common_option(c, optarg, &o)) continue;
-        if (c == 1) {
-            if (!model) model = optarg;
-            else lists[mode][counts[mode]++] = optarg;
-        } else if (c == OPT_POS) mode = 0;
-        else if (c == OPT_NEG) mode = 1;
-        else if (c == OPT_IMAGES) mode = 2;
+        if (c == OPT_POS) lists[0][counts[0]++] = optarg;
+        else if (c == OPT_NEG) lists[1][counts[1]++] = optarg;
         else if (c == OPT_ALPHA) alpha = parse_double("--alpha", optarg, -100.0, 100.0);
         else if (c == 'h') { fputs(MANIPULATE_HELP, stdout); return 0; }
         else bad_option(argv);
     }
-    if (!model) die("manipulate: expects MODEL (see glowrt manipulate --help)");
-    if (!counts[0] || !counts[1]) die("manipulate: expects --pos X... and --neg X...");
+    if (optind >= argc) die("manipulate: expects MODEL (see glowrt manipulate --help)");
+    model = argv[optind];
+    for (int i = optind + 1; i < argc; i++) lists[2][counts[2]++] = argv[i];
+    if (!counts[0] || !counts[1]) die("manipulate: expects --pos X and --neg X");
     if (!counts[2]) die("manipulate: expects IMAGE... to move");
     if (!o.output) die("manipulate: -o OUT is required");
     glowrt_model *m = load_model(model, 1);
