@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "anomaly.h"
 #include "cli.h"
@@ -52,7 +53,7 @@ static const char *SCORE_HELP =
     "  --threads N      threads (default: all cores)\n"
     "  --format F       csv (default) or jsonl\n"
     "  --no-progress    no progress bar (it is drawn on stderr only when stderr is\n"
-    "                   a terminal)\n"
+    "                   a terminal and the rows do not go to a terminal)\n"
     "  -o FILE          write FILE.tmp as it goes, renamed to FILE at the end\n"
     "\n"
     "Exit codes: 0 every input scored; 3 some inputs failed (their rows carry the\n"
@@ -213,6 +214,7 @@ int cmd_score(int argc, char **argv) {
     if (!ctx.jsonl)
         fprintf(ctx.out, "id,log_p,bpd,error%s%s\n", ctx.kind != SCORE_NONE ? ",score" : "", ctx.has_flag ? ",flag" : "");
     sc.flush_file = ctx.out;
+    if (!sc.o.output && isatty(1)) sc.progress = 0; /* the rows themselves show it */
     install_stop_signals();
     int sig = scorer_run(&sc, argv + optind + 1, argc - optind - 1, score_row_out, &ctx);
     if (sc.o.output) {
