@@ -259,6 +259,23 @@ def build_driver():
     return os.path.join(ROOT, "build", "bench", "compare_glowrt")
 
 
+def measure_ghz():
+    """Core clock from bench/compare_ghz.c (dependent adds, 1 per cycle); the
+    largest of 3 runs, each the best of 200. None if it cannot be built."""
+    exe = os.path.join(WORK, "compare_ghz")
+    r = subprocess.run(["gcc", "-O2", "-std=c11", os.path.join(HERE, "compare_ghz.c"), "-o", exe],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    vals = []
+    for _ in range(3):
+        try:
+            vals.append(float(subprocess.run([exe], capture_output=True, text=True, check=True).stdout))
+        except (subprocess.CalledProcessError, ValueError):
+            pass
+    return max(vals) if vals else None
+
+
 def glowrt_flops(meta):
     out = subprocess.run([os.path.join(ROOT, "build", "glowrt"), "info", os.path.join(WORK, "model.glow")],
                          capture_output=True, text=True).stdout
@@ -287,7 +304,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eps", choices=["encode", "prior"], help="latents to decode: the float64 encode of other "
                     "inputs (default for random weights) or 0.7 N(0, 1) draws (default with --ckpt)")
-    ap.add_argument("--ghz", type=float, help="core clock for the FP32 peak (default: max 'cpu MHz' of /proc/cpuinfo)")
+    ap.add_argument("--ghz", type=float, help="core clock for the FP32 peak (default: measured by bench/compare_ghz.c, "
+                    "else the largest 'cpu MHz' of /proc/cpuinfo)")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     ap.add_argument("--fresh", action="store_true", help="rebuild the model files even if cached")
     ap.add_argument("--tag", default="", help="suffix of the result file names")
@@ -346,7 +364,8 @@ def main():
     exe = build_driver() if "glowrt" in engines else None
 
     model_name, ghz_cpuinfo, isa = cpu_info()
-    ghz = a.ghz or ghz_cpuinfo or 2.45
+    ghz_measured = None if a.ghz else measure_ghz()
+    ghz = a.ghz or ghz_measured or ghz_cpuinfo or 2.45
     cores = os.cpu_count()
     used = min(a.threads, cores)
     peak = used * ghz * 2 * 8 * 2 * 1e9  # cores x GHz x 2 FMA units x 8 FP32 lanes x 2 FLOP
@@ -424,7 +443,9 @@ def main():
         arch=a.arch, arch_desc=arch["desc"], source=meta["source"], model=meta["info"], image_size=s, dim=d,
         data=data_src, eps=eps_src, threads=a.threads, batches=batches, modes=modes, repeats=reps, quick=a.quick,
         flops_per_image=flops, flops_computed=flops_calc, glowrt_info_work=info_line,
-        cpu=model_name, cores=cores, isa=isa, ghz=ghz, ghz_source="--ghz" if a.ghz else "/proc/cpuinfo cpu MHz (max)",
+        cpu=model_name, cores=cores, isa=isa, ghz=ghz, ghz_source=("--ghz" if a.ghz else "measured (bench/compare_ghz.c: dependent adds)" if ghz_measured
+                                   else "/proc/cpuinfo cpu MHz (max)"),
+        ghz_cpuinfo=ghz_cpuinfo, ghz_measured=ghz_measured,
         fp32_peak_gflops=peak / 1e9,
         fp32_peak_formula="%d cores x %.3f GHz x 2 FMA units x 8 FP32 lanes (AVX2) x 2 FLOP" % (used, ghz),
         load_start=load_start, load_end=load_end, date=datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
@@ -459,9 +480,9 @@ def markdown(env, rows, engines):
     L = []
     L.append("### %s, %d threads" % (env["arch_desc"], env["threads"]))
     L.append("")
-    L.append("- machine: %s, %d cores (%s), %.2f GHz; FP32 FMA peak %.1f GFLOP/s = %s"
-             % (env["cpu"], env["cores"], "+".join(env["isa"]), env["ghz"], env["fp32_peak_gflops"],
-                env["fp32_peak_formula"]))
+    L.append("- machine: %s, %d cores (%s), %.2f GHz (%s; /proc/cpuinfo says %.2f); FP32 FMA peak %.1f GFLOP/s = %s"
+             % (env["cpu"], env["cores"], "+".join(env["isa"]), env["ghz"], env["ghz_source"],
+                env["ghz_cpuinfo"] or 0, env["fp32_peak_gflops"], env["fp32_peak_formula"]))
     L.append("- load average (1/5/15 min) at start %s, at end %s (shared machine: other jobs were running)"
              % ("/".join("%.2f" % v for v in env["load_start"]), "/".join("%.2f" % v for v in env["load_end"])))
     L.append("- %s, commit %s (build/libglowrt.a built %s), PyTorch %s, ONNX Runtime 1.30 (node)"
