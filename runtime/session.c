@@ -446,6 +446,10 @@ static double sum_parts(const double *part, int n) {
         if ((w)->prof) (w)->prof[id] += omp_get_wtime() - prof_t0_; \
     } while (0)
 
+/* Element-wise work below this many elements runs on one thread: a thread
+ * team costs more than it saves there (and far more on a busy machine). */
+#define PAR_MIN_ELEMS 65536
+
 /* The thread id inside a parallel region, or the worker's own id when the
  * worker runs alone (images in parallel). */
 #define TID(par, wid) ((par) ? omp_get_thread_num() : (wid))
@@ -549,7 +553,7 @@ static double prior_logp(glowrt_session *s, worker *w, int par, int halves, int 
                          const float *p, float *eps) {
     const gt_kernels *k = s->k;
     PROF_BEGIN(w);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) if (par && (int64_t)half * hw >= PAR_MIN_ELEMS)
     for (int kk = 0; kk < half; kk++) {
         const float *mean = p ? p + prior_mean_ch(halves, half, kk) * hw : s->zeros;
         const float *lsd = p ? p + prior_logsd_ch(halves, half, kk) * hw : s->zeros;
@@ -563,7 +567,7 @@ static void prior_sample(glowrt_session *s, worker *w, int par, int halves, int 
                          const float *eps) {
     const gt_kernels *k = s->k;
     PROF_BEGIN(w);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) if (par && (int64_t)half * hw >= PAR_MIN_ELEMS)
     for (int kk = 0; kk < half; kk++) {
         const float *mean = p ? p + prior_mean_ch(halves, half, kk) * hw : s->zeros;
         const float *lsd = p ? p + prior_logsd_ch(halves, half, kk) * hw : s->zeros;
@@ -609,7 +613,7 @@ static void forward_one(glowrt_session *s, worker *w, int wid, int par, const fl
             {
                 PROF_BEGIN(w);
                 if (op->ints[2] == COUPLING_AFFINE) {
-    #pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) if (par && (int64_t)half * hw >= PAR_MIN_ELEMS)
                     for (int kk = 0; kk < half; kk++)
                         w->part[kk] = k->coupling_fwd(xb + kk * hw, w->hout + coupling_scale_ch(halves, half, kk) * hw,
                                                       w->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
@@ -659,7 +663,7 @@ static void reverse_one(glowrt_session *s, worker *w, int wid, int par, const fl
             {
                 PROF_BEGIN(w);
                 if (op->ints[2] == COUPLING_AFFINE) {
-    #pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) if (par && (int64_t)half * hw >= PAR_MIN_ELEMS)
                     for (int kk = 0; kk < half; kk++)
                         k->coupling_rev(xb + kk * hw, w->hout + coupling_scale_ch(halves, half, kk) * hw,
                                         w->hout + coupling_shift_ch(halves, half, kk) * hw, hw);
@@ -716,7 +720,7 @@ static void run_image(glowrt_session *s, const job *j, int i, int wid, int par) 
         float *xi = j->out + off;
         const int64_t chunk = 4096, n_chunks = (s->D + chunk - 1) / chunk;
         PROF_BEGIN(w);
-#pragma omp parallel for schedule(static) if (par)
+#pragma omp parallel for schedule(static) if (par && s->D >= PAR_MIN_ELEMS)
         for (int64_t c = 0; c < n_chunks; c++) {
             const int64_t j0 = c * chunk, len = s->D - j0 < chunk ? s->D - j0 : chunk;
             s->k->normal_noise(j->seed, j->first + (uint64_t)i, j0, len, j->temp, xi + j0);
