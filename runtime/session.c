@@ -176,8 +176,8 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
     const int cin_p = src_blocked ? (int)round_up(cin, s->block) : cin;
     memset(p, 0, sizeof *p);
     char label[80];
-    snprintf(label, sizeof label, "conv %dx%d %4d -> %-4d at %dx%d%s%s", ksz, ksz, cin, cout, h, w,
-             src_blocked || dst_blocked ? ", blocked" : ", plain", "");
+    snprintf(label, sizeof label, "conv %dx%d %4d -> %-4d at %dx%d, %s", ksz, ksz, cin, cout, h, w,
+             src_blocked || dst_blocked ? "blocked" : "plain");
     p->label = -1;
     for (int i = PROF_FIXED; i < s->n_labels; i++)
         if (!strcmp(s->labels[i], label)) p->label = i;
@@ -213,6 +213,7 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
         float *probe = calloc(pad_floats, sizeof(float));
         char *dst = NULL;
         int rc = !probe || posix_memalign((void **)&dst, 64, p->packed_total + 64);
+        if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
         for (int j = 0; j < p->n_chunks && !rc; j++) rc = pack_chunk(p, j, probe, dst, probe, err);
         free(probe);
         free(dst);
@@ -233,7 +234,6 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
 static int plan_is_slow(const conv_plan *p) {
     return (p->full && !strncmp(conv_impl(p->full), "ref", 3)) || (p->tail && !strncmp(conv_impl(p->tail), "ref", 3));
 }
-
 
 /* Channel of the first / second role in an output of 2*half channels:
  * contiguous halves [a..., b...] or interleaved [b0, a0, b1, a1, ...] where
