@@ -19,6 +19,7 @@
 
 #define HEADER_SIZE 128
 #define MAX_DIM ((int64_t)1 << 20)  /* per-axis cap on tensor dims and channel counts */
+#define MAX_ACTIVATION ((int64_t)1 << 31)  /* floats in any one tensor of one image (8 GiB) */
 
 static const unsigned char MAGIC[8] = {'G', 'L', 'O', 'W', 'R', 'T', '\n', 0};
 
@@ -407,7 +408,23 @@ int glowrt_check_size(const glowrt_model *m, int h, int w, char *err) {
     if (h % q || w % q)
         return fail(err, m->path, "image size %dx%d: height and width must be multiples of %d (2^%d levels)", h, w, q,
                     m->n_levels);
-    return check_plan(m, h, w, err);
+    if (check_plan(m, h, w, err)) return 1;
+    /* Bounds what a session allocates: no tensor of one image (the image,
+     * a coupling network's hidden activations with their channels padded
+     * to 64, the top prior's mean and log-sd) may exceed MAX_ACTIVATION
+     * floats. */
+    int64_t C = m->in_c, hw = (int64_t)h * w, big = C * hw;
+    for (int k = 0; k < m->n_ops; k++) {
+        const gt_op *op = &m->ops[k];
+        if (op->code == OP_SQUEEZE) { C *= 4; hw /= 4; }
+        else if (op->code == OP_COUPLING && (op->ints[1] + 63) / 64 * 64 * hw > big) big = (op->ints[1] + 63) / 64 * 64 * hw;
+        else if (op->code == OP_SPLIT) C /= 2;
+        else if (op->code == OP_TOP_PRIOR && 2 * C * hw > big) big = 2 * C * hw;
+    }
+    if (big > MAX_ACTIVATION)
+        return fail(err, m->path, "image size %dx%d needs activations of %lld floats per image (more than %lld)", h, w,
+                    (long long)big, (long long)MAX_ACTIVATION);
+    return 0;
 }
 
 static double conv_flops(const gt_tensor *w, int64_t hw) {
