@@ -173,6 +173,15 @@ fail:
     return 1;
 }
 
+const char *conv_describe(void) {
+    if (getenv("GLOWRT_PLAIN_CONV")) return "oneDNN GEMM-based convolutions, plain layout (GLOWRT_PLAIN_CONV)";
+    switch (conv_block()) {
+    case 16: return "oneDNN JIT convolutions, blocked layout nChw16c (AVX-512)";
+    case 8: return "oneDNN JIT convolutions, blocked layout nChw8c (AVX2)";
+    default: return "oneDNN convolutions, plain layout";
+    }
+}
+
 int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads, gt_conv **out, char *err) {
     return create(cin, cout, h, w, k, relu, 0, 0, 0, n_threads, out, err);
 }

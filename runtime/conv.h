@@ -30,6 +30,8 @@ size_t conv_scratch_size(const gt_conv *c);
 int conv_run(gt_conv *c, int tid, const float *src, const float *weights, const float *bias, float *dst, void *scratch,
              char *err);
 void conv_free(gt_conv *c);
+/* One line on how the convolutions run on this CPU, for glowrt info. */
+const char *conv_describe(void);
 /* oneDNN's name for the implementation it chose. */
 const char *conv_impl(const gt_conv *c);
 #endif

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "conv.h"
 #include "crc32c.h"
 #include "kernels/kernels.h"
 
@@ -494,5 +495,5 @@ void glowrt_model_describe(const glowrt_model *m, int h, int w, void *file) {
     }
     fprintf(f, "parameters %lld (%.1f MB)\n", (long long)m->n_params, (double)m->n_params * 4 / 1e6);
     fprintf(f, "work       %.3f GFLOP per image per direction (2 FLOP per multiply-add)\n", glowrt_flops(m, h, w) / 1e9);
-    fprintf(f, "kernels    %s (flow ops), oneDNN (coupling and prior convolutions)\n", glowrt_isa());
+    fprintf(f, "kernels    %s (flow ops); %s\n", glowrt_isa(), conv_describe());
 }
