@@ -342,6 +342,7 @@ def main():
 
     load_start = loadavg()
     t_start = time.time()
+    commit = git_commit()
     meta = prepare_model(a, arch)
     s, c, d = meta["size"], meta["in_channels"], meta["dim"]
 
@@ -361,7 +362,8 @@ def main():
     flops_calc = __import__("compare_common").flops_per_image(meta["info"], s, s)
     if flops is None or flops < 1e8:  # info prints 3 decimals of GFLOP: use the exact count for small models
         flops = flops_calc
-    exe = build_driver() if "glowrt" in engines else None
+    lib_built = datetime.datetime.utcfromtimestamp(os.path.getmtime(os.path.join(ROOT, "build", "libglowrt.a")))
+    exe = build_driver() if "glowrt" in engines else None  # linked now: later rebuilds do not affect this run
 
     model_name, ghz_cpuinfo, isa = cpu_info()
     ghz_measured = None if a.ghz else measure_ghz()
@@ -449,8 +451,7 @@ def main():
         fp32_peak_gflops=peak / 1e9,
         fp32_peak_formula="%d cores x %.3f GHz x 2 FMA units x 8 FP32 lanes (AVX2) x 2 FLOP" % (used, ghz),
         load_start=load_start, load_end=load_end, date=datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"),
-        commit=git_commit(), libglowrt_built=datetime.datetime.utcfromtimestamp(
-            os.path.getmtime(os.path.join(ROOT, "build", "libglowrt.a"))).strftime("%Y-%m-%d %H:%M UTC"),
+        commit=commit, libglowrt_built=lib_built.strftime("%Y-%m-%d %H:%M UTC"),
         python=platform.python_version(), wall_s=time.time() - t_start,
         tolerance_density="|d| <= 1e-5|log_p| + 1e-3 vs PyTorch float64",
         tolerance_sample="|dx| <= 1e-4|x| + 1e-3 vs PyTorch float64 decode",
