@@ -26,12 +26,21 @@ static const char *const PROF_NAMES[PROF_FIXED] = {
  * chunk runs single-threaded, on whichever thread: the chunks, and so the
  * arithmetic, depend only on the model, never on threads or batch. */
 #define CONV_CHUNK 64
+/* A narrow convolution (one output chunk) over many input channels, with no
+ * ReLU, is also split into input-channel pieces of this size whose partial
+ * outputs are summed in a fixed order: the coupling network's last layer
+ * would otherwise run on one thread. */
+#define CONV_PIECE 256
 
 typedef struct {
     int label;             /* profile label */
     int cin, cout, k, n_chunks;
+    int n_pieces, piece;   /* input-channel pieces (1: none) of piece channels */
     gt_conv *full, *tail;  /* chunk primitives: CONV_CHUNK outputs, and the rest */
-    int cin_p;             /* cin padded to the block for a blocked source */
+    int cin_p;             /* a piece's channels, padded to the block for a blocked source */
+    int copy_weights;      /* pieces or padding: weights go through a copy before packing */
+    int64_t out_floats;    /* size of the output, for summing the pieces */
+    float *zero_bias;      /* bias of the pieces after the first */
     int pack_on_use;       /* packing pads the weights: pack into scratch at each use */
     char *packed;          /* weights packed once for the primitives */
     size_t packed_stride;  /* bytes between chunks of packed weights */
@@ -63,6 +72,7 @@ typedef struct {
     float *wpad;           /* and their zero-padded plain copy, one per thread */
     size_t pad_stride;
     double *part;          /* per-channel partial sums */
+    float *pieces;         /* partial outputs of a convolution's input pieces */
     void **scratch;        /* one oneDNN scratchpad per thread */
     int failed;
     char err[GLOWRT_ERR_LEN];
@@ -80,6 +90,7 @@ struct glowrt_session {
     size_t scratch_size;
     size_t pack_size;      /* bytes for weights packed at each use */
     size_t pad_size;       /* floats for their zero-padded plain copy */
+    int64_t pieces_size;   /* floats for the partial outputs of input pieces */
     worker *workers;       /* one per thread */
     char (*labels)[80];    /* profile labels: the fixed ones, then one per conv shape */
     int n_labels;
@@ -148,21 +159,22 @@ static int get_conv(glowrt_session *s, const conv_entry *want, gt_conv **out, ch
 
 static int64_t round_up(int64_t v, int64_t to) { return to ? (v + to - 1) / to * to : v; }
 
-/* Packs chunk j of plain weights [cout][cin][k][k] into dst, padding the
- * input channels with zeros to cin_p first (pad: a CONV_CHUNK x cin_p x k x k
- * buffer, or NULL when cin_p == cin). */
-static int pack_chunk(const conv_plan *p, int j, const float *weights, char *dst, float *pad, char *err) {
+/* Packs item (output chunk j, input piece q) of plain weights
+ * [cout][cin][k][k] into dst; a piece or a padded input goes through pad (a
+ * CONV_CHUNK x cin_p x k x k buffer, zero-padding the input channels). */
+static int pack_chunk(const conv_plan *p, int j, int q, const float *weights, char *dst, float *pad, char *err) {
     gt_conv *c = (j + 1) * CONV_CHUNK <= p->cout ? p->full : p->tail;
     const int64_t kk = (int64_t)p->k * p->k;
     const float *src = weights + (int64_t)j * CONV_CHUNK * p->cin * kk;
-    if (p->cin_p != p->cin) {
+    if (p->copy_weights) {
         const int rows = (j + 1) * CONV_CHUNK <= p->cout ? CONV_CHUNK : p->cout % CONV_CHUNK;
         memset(pad, 0, sizeof(float) * (size_t)(rows * p->cin_p * kk));
         for (int o = 0; o < rows; o++)
-            memcpy(pad + (int64_t)o * p->cin_p * kk, src + (int64_t)o * p->cin * kk, sizeof(float) * (size_t)(p->cin * kk));
+            memcpy(pad + (int64_t)o * p->cin_p * kk, src + (int64_t)o * p->cin * kk + (int64_t)q * p->piece * kk,
+                   sizeof(float) * (size_t)(p->piece * kk));
         src = pad;
     }
-    return conv_pack_weights(c, src, dst + (size_t)j * p->packed_stride, err);
+    return conv_pack_weights(c, src, dst + (size_t)(j * p->n_pieces + q) * p->packed_stride, err);
 }
 
 /* Plans conv weights [cout][cin][k][k]: plain ones are used in place from
@@ -173,8 +185,14 @@ static int pack_chunk(const conv_plan *p, int j, const float *weights, char *dst
  * the model's depth beyond the weights themselves. */
 static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w, int ksz,
                      int relu, int src_blocked, int dst_blocked, char *err) {
-    const int cin_p = src_blocked ? (int)round_up(cin, s->block) : cin;
     memset(p, 0, sizeof *p);
+    p->n_pieces = src_blocked && dst_blocked && !relu && cout <= CONV_CHUNK && cin >= 2 * CONV_PIECE &&
+                          cin % CONV_PIECE == 0 && CONV_PIECE % s->block == 0
+                      ? cin / CONV_PIECE
+                      : 1;
+    p->piece = p->n_pieces > 1 ? CONV_PIECE : cin;
+    /* A blocked source has whole blocks: the piece's channels padded. */
+    const int cin_p = src_blocked ? (int)round_up(p->piece, s->block) : p->piece;
     char label[80];
     snprintf(label, sizeof label, "conv %dx%d %4d -> %-4d at %dx%d, %s", ksz, ksz, cin, cout, h, w,
              src_blocked || dst_blocked ? "blocked" : "plain");
@@ -193,28 +211,38 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
     }
     p->cin = cin;
     p->cin_p = cin_p;
+    p->copy_weights = cin_p != cin;
     p->cout = cout;
     p->k = ksz;
     p->n_chunks = (cout + CONV_CHUNK - 1) / CONV_CHUNK;
+    p->out_floats = round_up(cout, dst_blocked ? s->block : 1) * h * w;
+    if (p->n_pieces > 1) {
+        if (!(p->zero_bias = calloc((size_t)cout, sizeof(float)))) {
+            snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+            return 1;
+        }
+        if (p->n_pieces * p->out_floats > s->pieces_size) s->pieces_size = p->n_pieces * p->out_floats;
+    }
     conv_entry e = {cin_p, CONV_CHUNK, h, w, ksz, relu, src_blocked, dst_blocked, NULL};
     if (cout >= CONV_CHUNK && get_conv(s, &e, &p->full, err)) return 1;
     e.cout = cout % CONV_CHUNK;
     if (cout % CONV_CHUNK && get_conv(s, &e, &p->tail, err)) return 1;
     if (!src_blocked && !dst_blocked) return 0;
     const size_t full = p->full ? conv_packed_size(p->full) : 0, tail = p->tail ? conv_packed_size(p->tail) : 0;
-    p->packed_stride = full;
-    p->packed_total = full * (size_t)(cout / CONV_CHUNK) + tail;
+    p->packed_stride = full ? full : tail;  /* the tail chunk is the last */
+    p->packed_total = (full * (size_t)(cout / CONV_CHUNK) + tail) * (size_t)p->n_pieces;
     p->pack_on_use = p->packed_total != sizeof(float) * (size_t)cout * (size_t)cin * (size_t)(ksz * ksz);
     const size_t pad_floats = (size_t)CONV_CHUNK * (size_t)cin_p * (size_t)(ksz * ksz);
+    if (p->copy_weights && pad_floats > s->pad_size) s->pad_size = pad_floats;
     if (p->pack_on_use) {
         if (p->packed_total > s->pack_size) s->pack_size = p->packed_total;
-        if (cin_p != cin && pad_floats > s->pad_size) s->pad_size = pad_floats;
         /* Creates the chunks' packing primitives now, not in a parallel region. */
         float *probe = calloc(pad_floats, sizeof(float));
         char *dst = NULL;
         int rc = !probe || posix_memalign((void **)&dst, 64, p->packed_total + 64);
         if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
-        for (int j = 0; j < p->n_chunks && !rc; j++) rc = pack_chunk(p, j, probe, dst, probe, err);
+        for (int j = 0; j < p->n_chunks && !rc; j++)
+            for (int q = 0; q < p->n_pieces && !rc; q++) rc = pack_chunk(p, j, q, probe, dst, probe, err);
         free(probe);
         free(dst);
         return rc;
@@ -224,8 +252,12 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
         snprintf(err, GLOWRT_ERR_LEN, "out of memory");
         return 1;
     }
-    int rc = 0;
-    for (int j = 0; j < p->n_chunks && !rc; j++) rc = pack_chunk(p, j, weights, p->packed, NULL, err);
+    float *pad = p->copy_weights ? calloc(pad_floats, sizeof(float)) : NULL;
+    int rc = p->copy_weights && !pad;
+    if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+    for (int j = 0; j < p->n_chunks && !rc; j++)
+        for (int q = 0; q < p->n_pieces && !rc; q++) rc = pack_chunk(p, j, q, weights, p->packed, pad, err);
+    free(pad);
     return rc;
 }
 
@@ -261,6 +293,7 @@ static void worker_free(worker *w, int threads) {
     free(w->hblk);
     free(w->xblk);
     free(w->wpack);
+    free(w->pieces);
     free(w->wpad);
     free(w->part);
     free(w->prof);
@@ -389,13 +422,14 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
         w->hout = alloc_floats(out_max);
         w->hblk = alloc_floats(out_max);
         w->xblk = alloc_floats(out_max);
+        w->pieces = alloc_floats(s->pieces_size);
         w->wpack = alloc_floats((int64_t)(s->pack_size / sizeof(float)) + 16);
         /* Worker 0 runs one image with all threads: a pad copy per thread. */
         w->pad_stride = s->pad_size;
         w->wpad = alloc_floats((int64_t)s->pad_size * (t == 0 ? s->threads : 1));
         w->part = calloc((size_t)part_max, sizeof(double));
         w->scratch = calloc((size_t)s->threads, sizeof(void *));
-        if (!w->cur || !w->nxt || !w->h1 || !w->h2 || !w->hout || !w->hblk || !w->xblk || !w->wpack || !w->wpad || !w->part || !w->scratch) goto oom;
+        if (!w->cur || !w->nxt || !w->h1 || !w->h2 || !w->hout || !w->hblk || !w->xblk || !w->pieces || !w->wpack || !w->wpad || !w->part || !w->scratch) goto oom;
         for (int u = 0; u < s->threads; u++) {
             /* Worker 0 runs one image with all threads; the others run alone. */
             if (t > 0 && u != t) continue;
@@ -414,7 +448,10 @@ fail:
 void glowrt_session_free(glowrt_session *s) {
     if (!s) return;
     for (int i = 0; s->ops && i < s->m->n_ops; i++)
-        for (int j = 0; j < 3; j++) free(s->ops[i].conv[j].packed);
+        for (int j = 0; j < 3; j++) {
+            free(s->ops[i].conv[j].packed);
+            free(s->ops[i].conv[j].zero_bias);
+        }
     for (int i = 0; i < s->n_convs; i++) conv_free(s->convs[i].conv);
     free(s->convs);
     free(s->ops);
@@ -458,19 +495,20 @@ static double sum_parts(const double *part, int n) {
 static void run_conv(worker *w, int wid, int par, const conv_plan *p, const float *src,
                      const float *weights, const float *bias, float *dst, int64_t hw) {
     const int64_t wsz = (int64_t)p->cin * p->k * p->k;
+    const int items = p->n_chunks * p->n_pieces, team = par && items > 1;
     PROF_BEGIN(w);
-#pragma omp parallel for schedule(static) if (par && p->n_chunks > 1)
-    for (int j = 0; j < p->n_chunks; j++) {
-        const int tid = TID(par && p->n_chunks > 1, wid);
+#pragma omp parallel for schedule(static) if (team)
+    for (int it = 0; it < items; it++) {
+        const int tid = TID(team, wid), j = it / p->n_pieces, q = it % p->n_pieces;
         gt_conv *c = (j + 1) * CONV_CHUNK <= p->cout ? p->full : p->tail;
         char err[GLOWRT_ERR_LEN];
         const int64_t o = (int64_t)j * CONV_CHUNK;
         const float *wj = weights + o * wsz;
         if (p->pack_on_use) {
-            /* Chunks are distinct regions of the worker's buffer; the pad
-             * copy is only needed by one chunk at a time per thread. */
-            float *pad = w->wpad + (par && p->n_chunks > 1 ? (size_t)tid * w->pad_stride : 0);
-            if (pack_chunk(p, j, weights, w->wpack, pad, err)) {
+            /* Items are distinct regions of the worker's buffer; the pad
+             * copy is only needed by one item at a time per thread. */
+            float *pad = w->wpad + (team ? (size_t)tid * w->pad_stride : 0);
+            if (pack_chunk(p, j, q, weights, w->wpack, pad, err)) {
 #pragma omp critical(glowrt_err)
                 {
                     w->failed = 1;
@@ -478,11 +516,16 @@ static void run_conv(worker *w, int wid, int par, const conv_plan *p, const floa
                 }
                 continue;
             }
-            wj = (const float *)(w->wpack + (size_t)j * p->packed_stride);
+            wj = (const float *)(w->wpack + (size_t)it * p->packed_stride);
         } else if (p->packed) {
-            wj = (const float *)(p->packed + (size_t)j * p->packed_stride);
+            wj = (const float *)(p->packed + (size_t)it * p->packed_stride);
         }
-        if (conv_run(c, tid, src, wj, bias + o, dst + o * hw, w->scratch[tid], err)) {
+        /* A piece reads its channels of the blocked source (whole blocks) and
+         * writes its own partial output; the bias goes in once. */
+        const float *src_q = src + (int64_t)q * p->piece * hw;
+        float *dst_j = p->n_pieces > 1 ? w->pieces + q * p->out_floats : dst + o * hw;
+        const float *bias_q = q == 0 ? bias + o : p->zero_bias;
+        if (conv_run(c, tid, src_q, wj, bias_q, dst_j, w->scratch[tid], err)) {
 #pragma omp critical(glowrt_err)
             {
                 w->failed = 1;
@@ -490,6 +533,12 @@ static void run_conv(worker *w, int wid, int par, const conv_plan *p, const floa
             }
         }
     }
+    if (p->n_pieces > 1)  /* summed in piece order, whatever ran where */
+        for (int64_t i = 0; i < p->out_floats; i++) {
+            float acc = w->pieces[i];
+            for (int q = 1; q < p->n_pieces; q++) acc += w->pieces[q * p->out_floats + i];
+            dst[i] = acc;
+        }
     PROF_END(w, p->label);
 }
 
