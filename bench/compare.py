@@ -373,6 +373,10 @@ def main():
     peak = used * ghz * 2 * 8 * 2 * 1e9  # cores x GHz x 2 FMA units x 8 FP32 lanes x 2 FLOP
 
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONPATH=HERE)
+    # glowrt's CLI waits passively between parallel regions unless told
+    # otherwise; the driver and PyTorch (both on libgomp) get the same, unless
+    # the caller's environment says. ONNX Runtime has its own thread pool.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     rows = []
     outs = {}
     for mode in modes:

@@ -83,6 +83,7 @@ struct glowrt_session {
     const gt_kernels *k;
     int max_batch, H, W, threads;
     int block;             /* channel block of the blocked layout, 0: none */
+    int split_image;       /* an image is big enough to share among threads */
     int64_t D;
     op_state *ops;
     conv_entry *convs;     /* distinct primitives, shared between ops of one shape */
@@ -331,6 +332,8 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
     s->threads = threads > 0 ? threads : omp_get_num_procs();
     if (s->threads > 1024) s->threads = 1024;
     s->D = glowrt_dim(m, height, width);
+    /* Below ~0.5 GFLOP an image is done before a thread team pays off. */
+    s->split_image = s->threads > 1 && glowrt_flops(m, height, width) >= 5e8;
     s->block = getenv("GLOWRT_PLAIN_CONV") ? 0 : conv_block();
     s->labels = calloc(PROF_FIXED, sizeof *s->labels);
     if (!s->labels) goto oom;
@@ -795,7 +798,7 @@ static int run_job(glowrt_session *s, const job *j, int n, char *err) {
         for (int i = 0; i < done; i++) run_image(s, j, i, omp_get_thread_num(), 0);
     }
     omp_set_num_threads(T);
-    for (int i = done; i < n; i++) run_image(s, j, i, 0, T > 1);
+    for (int i = done; i < n; i++) run_image(s, j, i, 0, s->split_image);
     for (int t = 0; t < T && t < s->max_batch; t++)
         if (s->workers[t].failed) {
             snprintf(err, GLOWRT_ERR_LEN, "%s", s->workers[t].err);

@@ -266,9 +266,10 @@ def test_errors(glowrt, tmp):
 
 
 def test_determinism(glowrt, tmp):
-    # width 512: large enough for oneDNN to split a GEMM between threads
-    model = make_model(tmp, "det", n_flow=2, n_block=3, hidden=512, size=16)
-    x = (np.random.RandomState(1).rand(16, 3, 16, 16).astype(np.float32) - 0.5)
+    # width 512 at 32x32 (~1 GFLOP per image): large enough that one image is
+    # split among the threads (batch 1) and that oneDNN would split GEMMs
+    model = make_model(tmp, "det", n_flow=4, n_block=3, hidden=512, size=32)
+    x = (np.random.RandomState(1).rand(16, 3, 32, 32).astype(np.float32) - 0.5)
     xin = os.path.join(tmp, "x16.npy")
     np.save(xin, x)
     outs = {}
@@ -287,6 +288,7 @@ def test_determinism(glowrt, tmp):
                      "--batch", str(b), "-o", p])
             samples[(t, b)] = open(p, "rb").read() if r.returncode == 0 else None
     ref = samples[(1, 1)]
+    check("samples are finite", ref is not None and bool(np.isfinite(np.load(os.path.join(tmp, "s_1_1.npy"))).all()))
     for k, v in samples.items():
         check("sample threads=%d batch=%d bit-identical" % k, v is not None and v == ref)
     p = os.path.join(tmp, "s_other.npy")
