@@ -238,12 +238,15 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
     if (p->pack_on_use) {
         if (p->packed_total > s->pack_size) s->pack_size = p->packed_total;
         /* Creates the chunks' packing primitives now, not in a parallel region. */
-        float *probe = calloc(pad_floats, sizeof(float));
+        /* Zero weights, then a pad buffer of their own: the probe only
+         * makes the packing primitives, its output is thrown away. */
+        const size_t w_floats = (size_t)cout * (size_t)cin * (size_t)(ksz * ksz);
+        float *probe = calloc(w_floats + pad_floats, sizeof(float));
         char *dst = NULL;
         int rc = !probe || posix_memalign((void **)&dst, 64, p->packed_total + 64);
         if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
         for (int j = 0; j < p->n_chunks && !rc; j++)
-            for (int q = 0; q < p->n_pieces && !rc; q++) rc = pack_chunk(p, j, q, probe, dst, probe, err);
+            for (int q = 0; q < p->n_pieces && !rc; q++) rc = pack_chunk(p, j, q, probe, dst, probe + w_floats, err);
         free(probe);
         free(dst);
         return rc;
