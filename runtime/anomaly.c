@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "io.h"
+
 typedef struct {
     double s;
     int out;
@@ -115,19 +117,6 @@ int64_t png_compressed_bytes(const uint8_t *pix, int c, int h, int w) {
 
 /* ---- calibrate's JSON ------------------------------------------------- */
 
-static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (err && errlen) {
-        int k = snprintf(err, errlen, "%s: ", path);
-        if (k >= 0 && (size_t)k < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return 1;
-}
-
 static void put_json_str(FILE *f, const char *s) {
     fputc('"', f);
     for (; *s; s++) {
@@ -141,9 +130,9 @@ static void put_json_str(FILE *f, const char *s) {
 
 int ood_stats_write(const char *path, const ood_stats *s, const char *model, char *err, size_t errlen) {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return fail(err, errlen, path, "path too long");
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return io_error(err, errlen, path, "path too long");
     FILE *f = fopen(tmp, "w");
-    if (!f) return fail(err, errlen, tmp, "cannot write: %s", strerror(errno));
+    if (!f) return io_error(err, errlen, tmp, "cannot write: %s", strerror(errno));
     fputs("{\n  \"score\": ", f);
     put_json_str(f, s->score);
     fprintf(f, ",\n  \"threshold\": %.17g,\n  \"fpr\": %.17g,\n  \"n\": %lld,\n", s->threshold, s->fpr, (long long)s->n);
@@ -153,11 +142,11 @@ int ood_stats_write(const char *path, const ood_stats *s, const char *model, cha
     fputs("\n}\n", f);
     if (fflush(f) || fsync(fileno(f)) || fclose(f)) {
         unlink(tmp);
-        return fail(err, errlen, tmp, "write failed: %s", strerror(errno));
+        return io_error(err, errlen, tmp, "write failed: %s", strerror(errno));
     }
     if (rename(tmp, path)) {
         unlink(tmp);
-        return fail(err, errlen, path, "cannot rename: %s", strerror(errno));
+        return io_error(err, errlen, path, "cannot rename: %s", strerror(errno));
     }
     return 0;
 }
@@ -188,29 +177,29 @@ static int get_number(const char *text, const char *key, double *v) {
 int ood_stats_read(const char *path, ood_stats *s, char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, errlen, path, "cannot open: %s", strerror(errno));
+    if (!f) return io_error(err, errlen, path, "cannot open: %s", strerror(errno));
     char buf[65536];
     size_t len = fread(buf, 1, sizeof buf - 1, f);
     int big = !feof(f);
     fclose(f);
-    if (big) return fail(err, errlen, path, "not a glowrt calibrate file (larger than 64 KiB)");
+    if (big) return io_error(err, errlen, path, "not a glowrt calibrate file (larger than 64 KiB)");
     buf[len] = 0;
-    if (!strchr(buf, '{')) return fail(err, errlen, path, "not a JSON object (expected glowrt calibrate's output)");
+    if (!strchr(buf, '{')) return io_error(err, errlen, path, "not a JSON object (expected glowrt calibrate's output)");
     if (get_number(buf, "train_mean_bpd", &s->train_mean_bpd))
-        return fail(err, errlen, path, "no finite \"train_mean_bpd\" (expected glowrt calibrate's output)");
+        return io_error(err, errlen, path, "no finite \"train_mean_bpd\" (expected glowrt calibrate's output)");
     double v;
     if (!get_number(buf, "train_std_bpd", &v)) s->train_std_bpd = v;
     if (!get_number(buf, "fpr", &v)) s->fpr = v;
     if (!get_number(buf, "n", &v)) s->n = (int64_t)v;
     if (find_key(buf, "threshold")) {
-        if (get_number(buf, "threshold", &s->threshold)) return fail(err, errlen, path, "\"threshold\" is not a finite number");
+        if (get_number(buf, "threshold", &s->threshold)) return io_error(err, errlen, path, "\"threshold\" is not a finite number");
         s->has_threshold = 1;
     }
     const char *p = find_key(buf, "score");
     if (p) {
-        if (*p != '"') return fail(err, errlen, path, "\"score\" is not a string");
+        if (*p != '"') return io_error(err, errlen, path, "\"score\" is not a string");
         const char *e = strchr(p + 1, '"');
-        if (!e || e - p - 1 >= (long)sizeof s->score) return fail(err, errlen, path, "bad \"score\" value");
+        if (!e || e - p - 1 >= (long)sizeof s->score) return io_error(err, errlen, path, "bad \"score\" value");
         memcpy(s->score, p + 1, (size_t)(e - p - 1));
         s->score[e - p - 1] = 0;
     }

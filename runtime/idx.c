@@ -11,19 +11,6 @@
 
 #define IDX3_MAGIC 0x00000803u
 
-static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...) {
-    if (err && errlen) {
-        int k = snprintf(err, errlen, "%s: ", path);
-        if (k >= 0 && (size_t)k < errlen) {
-            va_list ap;
-            va_start(ap, fmt);
-            vsnprintf(err + k, errlen - (size_t)k, fmt, ap);
-            va_end(ap);
-        }
-    }
-    return 1;
-}
-
 /* Reads up to len bytes; returns the count read or -1 on a zlib error. */
 static int64_t read_some(gzFile f, void *buf, int64_t len) {
     int64_t got = 0;
@@ -47,37 +34,37 @@ static const char *gz_problem(gzFile f) {
 static int open_header(const char *path, gzFile *out, int64_t *n, int64_t *h, int64_t *w, char *err, size_t errlen) {
     errno = 0;
     gzFile f = gzopen(path, "rb");
-    if (!f) return fail(err, errlen, path, "cannot open: %s", errno ? strerror(errno) : "out of memory");
+    if (!f) return io_error(err, errlen, path, "cannot open: %s", errno ? strerror(errno) : "out of memory");
     unsigned char hd[16];
     int64_t got = read_some(f, hd, 16);
     if (got < 0) {
-        fail(err, errlen, path, "idx: cannot read: %s", gz_problem(f));
+        io_error(err, errlen, path, "idx: cannot read: %s", gz_problem(f));
         gzclose(f);
         return 1;
     }
     if (got < 4 || ((uint32_t)hd[0] << 24 | (uint32_t)hd[1] << 16 | (uint32_t)hd[2] << 8 | hd[3]) != IDX3_MAGIC) {
         gzclose(f);
-        return fail(err, errlen, path, "not an idx3-ubyte image file (magic is not 0x00000803)");
+        return io_error(err, errlen, path, "not an idx3-ubyte image file (magic is not 0x00000803)");
     }
     if (got < 16) {
         gzclose(f);
-        return fail(err, errlen, path, "idx: truncated header (%d of 16 bytes)", (int)got);
+        return io_error(err, errlen, path, "idx: truncated header (%d of 16 bytes)", (int)got);
     }
     uint32_t d[3];
     for (int i = 0; i < 3; i++)
         d[i] = (uint32_t)hd[4 + 4 * i] << 24 | (uint32_t)hd[5 + 4 * i] << 16 | (uint32_t)hd[6 + 4 * i] << 8 | hd[7 + 4 * i];
     if (!d[0] || !d[1] || !d[2]) {
         gzclose(f);
-        return fail(err, errlen, path, "idx: a dimension is 0 (%u x %u x %u)", d[0], d[1], d[2]);
+        return io_error(err, errlen, path, "idx: a dimension is 0 (%u x %u x %u)", d[0], d[1], d[2]);
     }
     if (d[1] > IO_MAX_DIM || d[2] > IO_MAX_DIM) {
         gzclose(f);
-        return fail(err, errlen, path, "idx: image %u x %u is larger than %d x %d", d[1], d[2], IO_MAX_DIM, IO_MAX_DIM);
+        return io_error(err, errlen, path, "idx: image %u x %u is larger than %d x %d", d[1], d[2], IO_MAX_DIM, IO_MAX_DIM);
     }
     /* d[1] * d[2] <= 2^28: no overflow in 64 bits with d[0] < 2^32 */
     if ((int64_t)d[0] * d[1] * d[2] > IO_MAX_ELEMS) {
         gzclose(f);
-        return fail(err, errlen, path, "idx: %u images of %u x %u exceed the limit of %lld pixels", d[0], d[1], d[2],
+        return io_error(err, errlen, path, "idx: %u images of %u x %u exceed the limit of %lld pixels", d[0], d[1], d[2],
                     (long long)IO_MAX_ELEMS);
     }
     *n = d[0];
@@ -113,12 +100,12 @@ int io_read_idx_u8(const char *path, uint8_t **pix, int64_t *n, int64_t *h, int6
     uint8_t *buf = malloc((size_t)cap);
     if (!buf) {
         gzclose(f);
-        return fail(err, errlen, path, "out of memory");
+        return io_error(err, errlen, path, "out of memory");
     }
     for (;;) {
         int64_t got = read_some(f, buf + have, cap - have);
         if (got < 0) {
-            fail(err, errlen, path, "idx: cannot read: %s", gz_problem(f));
+            io_error(err, errlen, path, "idx: cannot read: %s", gz_problem(f));
             goto bad;
         }
         have += got;
@@ -127,22 +114,22 @@ int io_read_idx_u8(const char *path, uint8_t **pix, int64_t *n, int64_t *h, int6
         int64_t ncap = cap * 2 < total ? cap * 2 : total;
         uint8_t *g = realloc(buf, (size_t)ncap);
         if (!g) {
-            fail(err, errlen, path, "out of memory");
+            io_error(err, errlen, path, "out of memory");
             goto bad;
         }
         buf = g;
         cap = ncap;
     }
     if (have < total) {
-        fail(err, errlen, path, "idx: truncated: %lld of %lld pixel bytes for %lld images of %lld x %lld",
+        io_error(err, errlen, path, "idx: truncated: %lld of %lld pixel bytes for %lld images of %lld x %lld",
              (long long)have, (long long)total, (long long)*n, (long long)*h, (long long)*w);
         goto bad;
     }
     unsigned char extra;
     int64_t more = read_some(f, &extra, 1);
     if (more != 0) {
-        if (more < 0) fail(err, errlen, path, "idx: cannot read: %s", gz_problem(f));
-        else fail(err, errlen, path, "idx: trailing bytes after %lld images of %lld x %lld", (long long)*n,
+        if (more < 0) io_error(err, errlen, path, "idx: cannot read: %s", gz_problem(f));
+        else io_error(err, errlen, path, "idx: trailing bytes after %lld images of %lld x %lld", (long long)*n,
                   (long long)*h, (long long)*w);
         goto bad;
     }

@@ -26,10 +26,7 @@
 /* ------------------------------------------------------------------------ */
 /* errors                                                                    */
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 4, 5)))
-#endif
-static int io_err(char *err, size_t errlen, const char *path, const char *fmt, ...)
+int io_error(char *err, size_t errlen, const char *path, const char *fmt, ...)
 {
     if (err && errlen > 0) {
         int k = snprintf(err, errlen, "%s: ", path ? path : "(null)");
@@ -159,22 +156,22 @@ static FILE *open_regular(const char *path, int64_t *size, char *err, size_t err
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        io_err(err, errlen, path, "cannot open: %s", strerror(errno));
+        io_error(err, errlen, path, "cannot open: %s", strerror(errno));
         return NULL;
     }
     struct stat st;
     if (fstat(fileno(f), &st) != 0) {
-        io_err(err, errlen, path, "cannot stat: %s", strerror(errno));
+        io_error(err, errlen, path, "cannot stat: %s", strerror(errno));
         fclose(f);
         return NULL;
     }
     if (S_ISDIR(st.st_mode)) {
-        io_err(err, errlen, path, "is a directory, not a file");
+        io_error(err, errlen, path, "is a directory, not a file");
         fclose(f);
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        io_err(err, errlen, path, "not a regular file");
+        io_error(err, errlen, path, "not a regular file");
         fclose(f);
         return NULL;
     }
@@ -198,13 +195,13 @@ static int af_open(afile *a, const char *path, char *err, size_t errlen)
     size_t n = strlen(path);
     a->f = NULL;
     a->tmp = malloc(n + 5);
-    if (!a->tmp) return io_err(err, errlen, path, "out of memory");
+    if (!a->tmp) return io_error(err, errlen, path, "out of memory");
     memcpy(a->tmp, path, n);
     memcpy(a->tmp + n, ".tmp", 5);
     a->f = fopen(a->tmp, "wb");
     if (!a->f) {
         int e = errno;
-        io_err(err, errlen, path, "cannot create %s: %s", a->tmp, strerror(e));
+        io_error(err, errlen, path, "cannot create %s: %s", a->tmp, strerror(e));
         free(a->tmp);
         a->tmp = NULL;
         return -1;
@@ -230,19 +227,19 @@ static int af_commit(afile *a, const char *path, char *err, size_t errlen)
     if (!bad && fsync(fileno(a->f)) != 0) { bad = 1; e = errno; }
     if (bad) {
         af_abort(a);
-        return io_err(err, errlen, path, "write failed: %s", strerror(e));
+        return io_error(err, errlen, path, "write failed: %s", strerror(e));
     }
     FILE *f = a->f;
     a->f = NULL;
     if (fclose(f) != 0) {
         e = errno;
         af_abort(a);
-        return io_err(err, errlen, path, "write failed: %s", strerror(e));
+        return io_error(err, errlen, path, "write failed: %s", strerror(e));
     }
     if (rename(a->tmp, path) != 0) {
         e = errno;
         af_abort(a);
-        return io_err(err, errlen, path, "cannot rename temporary file: %s", strerror(e));
+        return io_error(err, errlen, path, "cannot rename temporary file: %s", strerror(e));
     }
     free(a->tmp);
     a->tmp = NULL;
@@ -318,68 +315,68 @@ static int npy_parse_dict(const char *path, const char *h, size_t len, npy_info 
     cursor c = {h, h + len};
     int have_descr = 0, have_fo = 0, have_shape = 0;
     cur_ws(&c);
-    if (!cur_lit(&c, "{")) return io_err(err, errlen, path, "malformed .npy header: expected '{'");
+    if (!cur_lit(&c, "{")) return io_error(err, errlen, path, "malformed .npy header: expected '{'");
     for (;;) {
         cur_ws(&c);
         if (cur_lit(&c, "}")) break;
         char key[32];
         if (cur_str(&c, key, sizeof key) != 0)
-            return io_err(err, errlen, path, "malformed .npy header: expected a quoted key");
+            return io_error(err, errlen, path, "malformed .npy header: expected a quoted key");
         cur_ws(&c);
-        if (!cur_lit(&c, ":")) return io_err(err, errlen, path, "malformed .npy header: expected ':'");
+        if (!cur_lit(&c, ":")) return io_error(err, errlen, path, "malformed .npy header: expected ':'");
         cur_ws(&c);
         if (strcmp(key, "descr") == 0) {
-            if (have_descr++) return io_err(err, errlen, path, "malformed .npy header: duplicate 'descr'");
+            if (have_descr++) return io_error(err, errlen, path, "malformed .npy header: duplicate 'descr'");
             if (c.p < c.end && *c.p == '[')
-                return io_err(err, errlen, path, "structured dtype not supported (need <f4 or |u1)");
+                return io_error(err, errlen, path, "structured dtype not supported (need <f4 or |u1)");
             if (cur_str(&c, info->descr, sizeof info->descr) != 0)
-                return io_err(err, errlen, path, "malformed .npy header: bad 'descr' value");
+                return io_error(err, errlen, path, "malformed .npy header: bad 'descr' value");
         } else if (strcmp(key, "fortran_order") == 0) {
-            if (have_fo++) return io_err(err, errlen, path, "malformed .npy header: duplicate 'fortran_order'");
+            if (have_fo++) return io_error(err, errlen, path, "malformed .npy header: duplicate 'fortran_order'");
             if (cur_lit(&c, "False")) {
             } else if (cur_lit(&c, "True")) {
-                return io_err(err, errlen, path, "fortran_order=True not supported (need C order)");
+                return io_error(err, errlen, path, "fortran_order=True not supported (need C order)");
             } else {
-                return io_err(err, errlen, path, "malformed .npy header: bad 'fortran_order' value");
+                return io_error(err, errlen, path, "malformed .npy header: bad 'fortran_order' value");
             }
         } else if (strcmp(key, "shape") == 0) {
-            if (have_shape++) return io_err(err, errlen, path, "malformed .npy header: duplicate 'shape'");
-            if (!cur_lit(&c, "(")) return io_err(err, errlen, path, "malformed .npy header: 'shape' is not a tuple");
+            if (have_shape++) return io_error(err, errlen, path, "malformed .npy header: duplicate 'shape'");
+            if (!cur_lit(&c, "(")) return io_error(err, errlen, path, "malformed .npy header: 'shape' is not a tuple");
             int nd = 0, trailing_comma = 0;
             for (;;) {
                 cur_ws(&c);
                 if (cur_lit(&c, ")")) break;
                 if (nd > 0 && !trailing_comma)
-                    return io_err(err, errlen, path, "malformed .npy header: bad 'shape' tuple");
+                    return io_error(err, errlen, path, "malformed .npy header: bad 'shape' tuple");
                 if (c.p < c.end && *c.p == '-')
-                    return io_err(err, errlen, path, "negative dimension in 'shape'");
+                    return io_error(err, errlen, path, "negative dimension in 'shape'");
                 if (nd >= NPY_MAX_PARSE_NDIM)
-                    return io_err(err, errlen, path, "too many dimensions in 'shape' (max %d)", NPY_MAX_PARSE_NDIM);
+                    return io_error(err, errlen, path, "too many dimensions in 'shape' (max %d)", NPY_MAX_PARSE_NDIM);
                 int r = cur_int(&c, &info->shape[nd]);
-                if (r == -2) return io_err(err, errlen, path, "dimension too large in 'shape'");
-                if (r != 0) return io_err(err, errlen, path, "malformed .npy header: bad 'shape' tuple");
+                if (r == -2) return io_error(err, errlen, path, "dimension too large in 'shape'");
+                if (r != 0) return io_error(err, errlen, path, "malformed .npy header: bad 'shape' tuple");
                 nd++;
                 cur_ws(&c);
                 trailing_comma = cur_lit(&c, ",");
             }
             if (nd == 1 && !trailing_comma)
-                return io_err(err, errlen, path, "malformed .npy header: 'shape' is not a tuple");
+                return io_error(err, errlen, path, "malformed .npy header: 'shape' is not a tuple");
             info->ndim = nd;
         } else {
             char k[32];
             safe_copy(k, sizeof k, key, strlen(key));
-            return io_err(err, errlen, path, "malformed .npy header: unexpected key '%s'", k);
+            return io_error(err, errlen, path, "malformed .npy header: unexpected key '%s'", k);
         }
         cur_ws(&c);
         if (cur_lit(&c, ",")) continue;
         cur_ws(&c);
         if (cur_lit(&c, "}")) break;
-        return io_err(err, errlen, path, "malformed .npy header: expected ',' or '}'");
+        return io_error(err, errlen, path, "malformed .npy header: expected ',' or '}'");
     }
     cur_ws(&c);
-    if (c.p != c.end) return io_err(err, errlen, path, "malformed .npy header: junk after the dict");
+    if (c.p != c.end) return io_error(err, errlen, path, "malformed .npy header: junk after the dict");
     if (!have_descr || !have_fo || !have_shape)
-        return io_err(err, errlen, path, "malformed .npy header: missing %s",
+        return io_error(err, errlen, path, "malformed .npy header: missing %s",
                       !have_descr ? "'descr'" : !have_fo ? "'fortran_order'" : "'shape'");
     return 0;
 }
@@ -401,40 +398,40 @@ static int npy_open(const char *path, FILE *f, int64_t fsize, npy_info *info, in
     memset(info, 0, sizeof *info);
     if (fsize < 10) {
         if (fsize < 6 || read_exact(f, pre, 6) != 0 || memcmp(pre, "\x93NUMPY", 6) != 0)
-            return io_err(err, errlen, path, "not a .npy file (bad magic)");
-        return io_err(err, errlen, path, "truncated .npy header (%lld bytes)", (long long)fsize);
+            return io_error(err, errlen, path, "not a .npy file (bad magic)");
+        return io_error(err, errlen, path, "truncated .npy header (%lld bytes)", (long long)fsize);
     }
-    if (read_exact(f, pre, 10) != 0) return io_err(err, errlen, path, "read error");
-    if (memcmp(pre, "\x93NUMPY", 6) != 0) return io_err(err, errlen, path, "not a .npy file (bad magic)");
+    if (read_exact(f, pre, 10) != 0) return io_error(err, errlen, path, "read error");
+    if (memcmp(pre, "\x93NUMPY", 6) != 0) return io_error(err, errlen, path, "not a .npy file (bad magic)");
     int major = pre[6], minor = pre[7];
     if (!(major >= 1 && major <= 3 && minor == 0))
-        return io_err(err, errlen, path, "unsupported .npy version %d.%d (need 1.0, 2.0 or 3.0)", major, minor);
+        return io_error(err, errlen, path, "unsupported .npy version %d.%d (need 1.0, 2.0 or 3.0)", major, minor);
     int64_t hlen, preamble;
     if (major == 1) {
         hlen = pre[8] | (pre[9] << 8);
         preamble = 10;
     } else {
         if (fsize < 12 || read_exact(f, pre + 10, 2) != 0)
-            return io_err(err, errlen, path, "truncated .npy header");
+            return io_error(err, errlen, path, "truncated .npy header");
         hlen = (int64_t)pre[8] | ((int64_t)pre[9] << 8) | ((int64_t)pre[10] << 16) | ((int64_t)pre[11] << 24);
         preamble = 12;
     }
     if (hlen > IO_MAX_NPY_HEADER)
-        return io_err(err, errlen, path, ".npy header length %lld too large (max %d)", (long long)hlen, IO_MAX_NPY_HEADER);
+        return io_error(err, errlen, path, ".npy header length %lld too large (max %d)", (long long)hlen, IO_MAX_NPY_HEADER);
     if (hlen > fsize - preamble)
-        return io_err(err, errlen, path, "truncated .npy header (header length %lld, file %lld bytes)",
+        return io_error(err, errlen, path, "truncated .npy header (header length %lld, file %lld bytes)",
                       (long long)hlen, (long long)fsize);
-    if (hlen == 0) return io_err(err, errlen, path, "empty .npy header");
+    if (hlen == 0) return io_error(err, errlen, path, "empty .npy header");
     char *h = malloc((size_t)hlen + 1);
-    if (!h) return io_err(err, errlen, path, "out of memory");
+    if (!h) return io_error(err, errlen, path, "out of memory");
     if (read_exact(f, h, (size_t)hlen) != 0) {
         free(h);
-        return io_err(err, errlen, path, "read error in .npy header");
+        return io_error(err, errlen, path, "read error in .npy header");
     }
     h[hlen] = 0;
     if (h[hlen - 1] != '\n') {
         free(h);
-        return io_err(err, errlen, path, "malformed .npy header: not terminated by a newline");
+        return io_error(err, errlen, path, "malformed .npy header: not terminated by a newline");
     }
     int rc = npy_parse_dict(path, h, (size_t)hlen - 1, info, err, errlen);
     free(h);
@@ -448,7 +445,7 @@ static int npy_open(const char *path, FILE *f, int64_t fsize, npy_info *info, in
                             strcmp(info->descr, ">u1") == 0)) {
         info->dtype = NPY_U1;
     } else {
-        return io_err(err, errlen, path, "dtype %s not supported (need %s)", d,
+        return io_error(err, errlen, path, "dtype %s not supported (need %s)", d,
                       allow_u1 ? "<f4 or |u1" : "<f4");
     }
     int64_t ne = 1;
@@ -456,7 +453,7 @@ static int npy_open(const char *path, FILE *f, int64_t fsize, npy_info *info, in
         if (mul_cap(ne, info->shape[i], IO_MAX_ELEMS, &ne) != 0) {
             char s[200];
             shape_str(info->shape, info->ndim, s, sizeof s);
-            return io_err(err, errlen, path, "array of shape %s too large (max %lld elements)", s,
+            return io_error(err, errlen, path, "array of shape %s too large (max %lld elements)", s,
                           (long long)IO_MAX_ELEMS);
         }
     }
@@ -465,10 +462,10 @@ static int npy_open(const char *path, FILE *f, int64_t fsize, npy_info *info, in
     int64_t need = ne * (info->dtype == NPY_F4 ? 4 : 1);
     int64_t have = fsize - info->data_offset;
     if (have < need)
-        return io_err(err, errlen, path, "truncated .npy data: header needs %lld bytes, file has %lld",
+        return io_error(err, errlen, path, "truncated .npy data: header needs %lld bytes, file has %lld",
                       (long long)need, (long long)have);
     if (have > need)
-        return io_err(err, errlen, path, "%lld unexpected trailing bytes after the .npy data",
+        return io_error(err, errlen, path, "%lld unexpected trailing bytes after the .npy data",
                       (long long)(have - need));
     return 0;
 }
@@ -477,13 +474,13 @@ static int check_finite(const char *path, const float *x, int64_t n, char *err, 
 {
     for (int64_t i = 0; i < n; ++i)
         if (!isfinite(x[i]))
-            return io_err(err, errlen, path, "non-finite value at flat index %lld", (long long)i);
+            return io_error(err, errlen, path, "non-finite value at flat index %lld", (long long)i);
     return 0;
 }
 
 int io_read_npy_f32(const char *path, float **data, int *ndim, int64_t shape[4], char *err, size_t errlen)
 {
-    if (!path || !data || !ndim || !shape) return io_err(err, errlen, path, "invalid argument");
+    if (!path || !data || !ndim || !shape) return io_error(err, errlen, path, "invalid argument");
     *data = NULL;
     *ndim = 0;
     int64_t fsize;
@@ -496,21 +493,21 @@ int io_read_npy_f32(const char *path, float **data, int *ndim, int64_t shape[4],
     }
     if (info.ndim < 1 || info.ndim > 4) {
         fclose(f);
-        return io_err(err, errlen, path, "expected 1 to 4 dimensions, got %d", info.ndim);
+        return io_error(err, errlen, path, "expected 1 to 4 dimensions, got %d", info.ndim);
     }
     if (info.nelem == 0) {
         fclose(f);
-        return io_err(err, errlen, path, "empty array");
+        return io_error(err, errlen, path, "empty array");
     }
     float *x = malloc((size_t)info.nelem * sizeof(float));
     if (!x) {
         fclose(f);
-        return io_err(err, errlen, path, "out of memory");
+        return io_error(err, errlen, path, "out of memory");
     }
     if (read_exact(f, x, (size_t)info.nelem * sizeof(float)) != 0) {
         free(x);
         fclose(f);
-        return io_err(err, errlen, path, "read error in .npy data");
+        return io_error(err, errlen, path, "read error in .npy data");
     }
     fclose(f);
     if (check_finite(path, x, info.nelem, err, errlen) != 0) {
@@ -526,15 +523,15 @@ int io_read_npy_f32(const char *path, float **data, int *ndim, int64_t shape[4],
 int io_write_npy_f32(const char *path, const float *data, int ndim, const int64_t *shape, char *err,
                      size_t errlen)
 {
-    if (!path) return io_err(err, errlen, path, "invalid argument");
+    if (!path) return io_error(err, errlen, path, "invalid argument");
     if (ndim < 0 || ndim > IO_MAX_NDIM || (ndim > 0 && !shape))
-        return io_err(err, errlen, path, "invalid ndim %d (max %d)", ndim, IO_MAX_NDIM);
+        return io_error(err, errlen, path, "invalid ndim %d (max %d)", ndim, IO_MAX_NDIM);
     int64_t ne = 1;
     for (int i = 0; i < ndim; ++i)
         if (mul_cap(ne, shape[i], IO_MAX_ELEMS, &ne) != 0)
-            return io_err(err, errlen, path, "invalid or too large shape (max %lld elements)",
+            return io_error(err, errlen, path, "invalid or too large shape (max %lld elements)",
                           (long long)IO_MAX_ELEMS);
-    if (ne > 0 && !data) return io_err(err, errlen, path, "invalid argument (no data)");
+    if (ne > 0 && !data) return io_error(err, errlen, path, "invalid argument (no data)");
 
     char hdr[512];
     int k = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (");
@@ -556,7 +553,7 @@ int io_write_npy_f32(const char *path, const float *data, int ndim, const int64_
         (ne > 0 && fwrite(data, sizeof(float), (size_t)ne, a.f) != (size_t)ne)) {
         int e = errno;
         af_abort(&a);
-        return io_err(err, errlen, path, "write failed: %s", strerror(e));
+        return io_error(err, errlen, path, "write failed: %s", strerror(e));
     }
     return af_commit(&a, path, err, errlen);
 }
@@ -662,11 +659,11 @@ static int png_decode(const char *path, const uint8_t *buf, size_t size, raw_ima
     j.cx.buf = buf;
     j.cx.size = size;
     j.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &j.cx, png_err_fn, png_warn_fn);
-    if (!j.png) return io_err(err, errlen, path, "cannot initialise libpng");
+    if (!j.png) return io_error(err, errlen, path, "cannot initialise libpng");
     j.info = png_create_info_struct(j.png);
     if (!j.info) {
         png_destroy_read_struct(&j.png, NULL, NULL);
-        return io_err(err, errlen, path, "cannot initialise libpng");
+        return io_error(err, errlen, path, "cannot initialise libpng");
     }
     int rc = png_decode_inner(&j);
     png_destroy_read_struct(&j.png, &j.info, NULL);
@@ -674,9 +671,9 @@ static int png_decode(const char *path, const uint8_t *buf, size_t size, raw_ima
     if (rc != 0) {
         free(j.pix);
         if (j.too_big)
-            return io_err(err, errlen, path, "image size %lldx%lld not supported (max %dx%d)",
+            return io_error(err, errlen, path, "image size %lldx%lld not supported (max %dx%d)",
                           (long long)j.w, (long long)j.h, IO_MAX_DIM, IO_MAX_DIM);
-        return io_err(err, errlen, path, "corrupt PNG: %s", j.cx.msg[0] ? j.cx.msg : "unknown error");
+        return io_error(err, errlen, path, "corrupt PNG: %s", j.cx.msg[0] ? j.cx.msg : "unknown error");
     }
     out->pix = j.pix;
     out->w = j.w;
@@ -727,13 +724,13 @@ static int png_write_file(const char *path, const uint8_t *pix, int64_t w, int64
     if (!j.png || !j.info) {
         png_destroy_write_struct(&j.png, &j.info);
         af_abort(&a);
-        return io_err(err, errlen, path, "cannot initialise libpng");
+        return io_error(err, errlen, path, "cannot initialise libpng");
     }
     int rc = png_encode_inner(&j);
     png_destroy_write_struct(&j.png, &j.info);
     if (rc != 0) {
         af_abort(&a);
-        return io_err(err, errlen, path, "PNG write failed: %s", cx.msg[0] ? cx.msg : "unknown error");
+        return io_error(err, errlen, path, "PNG write failed: %s", cx.msg[0] ? cx.msg : "unknown error");
     }
     return af_commit(&a, path, err, errlen);
 }
@@ -754,32 +751,32 @@ static int jpeg_decode(const char *path, const uint8_t *buf, size_t size, raw_im
     tjhandle tj = tjInitDecompress();
     if (!tj) {
         tj_msg(NULL, m, sizeof m);
-        return io_err(err, errlen, path, "cannot initialise TurboJPEG: %s", m);
+        return io_error(err, errlen, path, "cannot initialise TurboJPEG: %s", m);
     }
     int w = 0, h = 0, ss = 0, cs = 0;
     if (tjDecompressHeader3(tj, buf, (unsigned long)size, &w, &h, &ss, &cs) != 0) {
         tj_msg(tj, m, sizeof m);
         tjDestroy(tj);
-        return io_err(err, errlen, path, "corrupt JPEG: %s", m);
+        return io_error(err, errlen, path, "corrupt JPEG: %s", m);
     }
     if (w <= 0 || h <= 0) {   /* 2.1 may "succeed" on a header cut short */
         tjDestroy(tj);
-        return io_err(err, errlen, path, "corrupt or truncated JPEG: no frame header (SOF) found");
+        return io_error(err, errlen, path, "corrupt or truncated JPEG: no frame header (SOF) found");
     }
     if (w > IO_MAX_DIM || h > IO_MAX_DIM) {
         tjDestroy(tj);
-        return io_err(err, errlen, path, "image size %dx%d not supported (max %dx%d)", w, h, IO_MAX_DIM,
+        return io_error(err, errlen, path, "image size %dx%d not supported (max %dx%d)", w, h, IO_MAX_DIM,
                       IO_MAX_DIM);
     }
     if (cs == TJCS_CMYK || cs == TJCS_YCCK) {
         tjDestroy(tj);
-        return io_err(err, errlen, path, "CMYK/YCCK JPEG not supported");
+        return io_error(err, errlen, path, "CMYK/YCCK JPEG not supported");
     }
     int c = cs == TJCS_GRAY ? 1 : 3;
     uint8_t *pix = malloc((size_t)w * h * c);
     if (!pix) {
         tjDestroy(tj);
-        return io_err(err, errlen, path, "out of memory");
+        return io_error(err, errlen, path, "out of memory");
     }
     /* STOPONWARNING: a premature end of data or corrupt entropy data is a
      * libjpeg *warning*; we want it to be an error, never a gray-filled image */
@@ -789,7 +786,7 @@ static int jpeg_decode(const char *path, const uint8_t *buf, size_t size, raw_im
         tj_msg(tj, m, sizeof m);
         free(pix);
         tjDestroy(tj);
-        return io_err(err, errlen, path, "%s JPEG: %s",
+        return io_error(err, errlen, path, "%s JPEG: %s",
                       code == TJERR_WARNING ? "corrupt or truncated" : "corrupt", m);
     }
     tjDestroy(tj);
@@ -807,7 +804,7 @@ static int jpeg_write_file(const char *path, const uint8_t *pix, int64_t w, int6
     tjhandle tj = tjInitCompress();
     if (!tj) {
         tj_msg(NULL, m, sizeof m);
-        return io_err(err, errlen, path, "cannot initialise TurboJPEG: %s", m);
+        return io_error(err, errlen, path, "cannot initialise TurboJPEG: %s", m);
     }
     unsigned char *jbuf = NULL;
     unsigned long jsize = 0;
@@ -816,7 +813,7 @@ static int jpeg_write_file(const char *path, const uint8_t *pix, int64_t w, int6
         tj_msg(tj, m, sizeof m);
         tjFree(jbuf);
         tjDestroy(tj);
-        return io_err(err, errlen, path, "JPEG encoding failed: %s", m);
+        return io_error(err, errlen, path, "JPEG encoding failed: %s", m);
     }
     tjDestroy(tj);
     afile a;
@@ -828,7 +825,7 @@ static int jpeg_write_file(const char *path, const uint8_t *pix, int64_t w, int6
         int e = errno;
         tjFree(jbuf);
         af_abort(&a);
-        return io_err(err, errlen, path, "write failed: %s", strerror(e));
+        return io_error(err, errlen, path, "write failed: %s", strerror(e));
     }
     tjFree(jbuf);
     return af_commit(&a, path, err, errlen);
@@ -852,7 +849,7 @@ static int sig_match(const unsigned char *head, int64_t have, const unsigned cha
 static int check_model_c(const char *path, int model_c, char *err, size_t errlen)
 {
     if (model_c != 1 && model_c != 3)
-        return io_err(err, errlen, path, "model expects %d channels; pixel inputs can feed only 1 or 3",
+        return io_error(err, errlen, path, "model expects %d channels; pixel inputs can feed only 1 or 3",
                       model_c);
     return 0;
 }
@@ -866,16 +863,16 @@ static int read_npy_input(const char *path, FILE *f, int64_t fsize, int n_bits, 
     shape_str(info.shape, info.ndim, s, sizeof s);
     if (info.dtype == NPY_F4) {
         if (info.ndim != 4)
-            return io_err(err, errlen, path, "float32 input must have shape [N,C,H,W], got %s", s);
-        if (info.nelem == 0) return io_err(err, errlen, path, "empty array of shape %s", s);
+            return io_error(err, errlen, path, "float32 input must have shape [N,C,H,W], got %s", s);
+        if (info.nelem == 0) return io_error(err, errlen, path, "empty array of shape %s", s);
         if (info.shape[1] != model_c)
-            return io_err(err, errlen, path, "float32 input has %lld channels, model expects %d",
+            return io_error(err, errlen, path, "float32 input has %lld channels, model expects %d",
                           (long long)info.shape[1], model_c);
         float *x = malloc((size_t)info.nelem * sizeof(float));
-        if (!x) return io_err(err, errlen, path, "out of memory");
+        if (!x) return io_error(err, errlen, path, "out of memory");
         if (read_exact(f, x, (size_t)info.nelem * sizeof(float)) != 0) {
             free(x);
-            return io_err(err, errlen, path, "read error in .npy data");
+            return io_error(err, errlen, path, "read error in .npy data");
         }
         if (check_finite(path, x, info.nelem, err, errlen) != 0) {
             free(x);
@@ -895,24 +892,24 @@ static int read_npy_input(const char *path, FILE *f, int64_t fsize, int n_bits, 
     } else if (info.ndim == 4 && (info.shape[3] == 1 || info.shape[3] == 3 || info.shape[3] == 4)) {
         cin = (int)info.shape[3];
     } else {
-        return io_err(err, errlen, path, "uint8 input must have shape [N,H,W] or [N,H,W,C] with C in {1,3,4}, got %s", s);
+        return io_error(err, errlen, path, "uint8 input must have shape [N,H,W] or [N,H,W,C] with C in {1,3,4}, got %s", s);
     }
-    if (info.nelem == 0) return io_err(err, errlen, path, "empty array of shape %s", s);
+    if (info.nelem == 0) return io_error(err, errlen, path, "empty array of shape %s", s);
     if (check_model_c(path, model_c, err, errlen) != 0) return -1;
     int64_t n = info.shape[0], h = info.shape[1], w = info.shape[2], outn;
     if (mul_cap(info.nelem / cin, model_c, IO_MAX_ELEMS, &outn) != 0)
-        return io_err(err, errlen, path, "array of shape %s too large after conversion", s);
+        return io_error(err, errlen, path, "array of shape %s too large after conversion", s);
     uint8_t *pix = malloc((size_t)info.nelem);
     float *x = malloc((size_t)outn * sizeof(float));
     if (!pix || !x) {
         free(pix);
         free(x);
-        return io_err(err, errlen, path, "out of memory");
+        return io_error(err, errlen, path, "out of memory");
     }
     if (read_exact(f, pix, (size_t)info.nelem) != 0) {
         free(pix);
         free(x);
-        return io_err(err, errlen, path, "read error in .npy data");
+        return io_error(err, errlen, path, "read error in .npy data");
     }
     pixels_to_model(pix, n, h, w, cin, model_c, n_bits, x);
     free(pix);
@@ -926,24 +923,24 @@ static int read_npy_input(const char *path, FILE *f, int64_t fsize, int n_bits, 
 
 int io_read_input(const char *path, int n_bits, int model_c, io_images *out, char *err, size_t errlen)
 {
-    if (!out) return io_err(err, errlen, path, "invalid argument");
+    if (!out) return io_error(err, errlen, path, "invalid argument");
     memset(out, 0, sizeof *out);
-    if (!path) return io_err(err, errlen, path, "invalid argument");
-    if (!valid_bits(n_bits)) return io_err(err, errlen, path, "n_bits %d out of range 1..8", n_bits);
-    if (model_c < 1) return io_err(err, errlen, path, "invalid model channel count %d", model_c);
+    if (!path) return io_error(err, errlen, path, "invalid argument");
+    if (!valid_bits(n_bits)) return io_error(err, errlen, path, "n_bits %d out of range 1..8", n_bits);
+    if (model_c < 1) return io_error(err, errlen, path, "invalid model channel count %d", model_c);
 
     int64_t fsize;
     FILE *f = open_regular(path, &fsize, err, errlen);
     if (!f) return -1;
     if (fsize == 0) {
         fclose(f);
-        return io_err(err, errlen, path, "empty file (0 bytes)");
+        return io_error(err, errlen, path, "empty file (0 bytes)");
     }
     unsigned char head[8] = {0};
     size_t nh = fsize < 8 ? (size_t)fsize : 8;
     if (read_exact(f, head, nh) != 0 || fseek(f, 0, SEEK_SET) != 0) {
         fclose(f);
-        return io_err(err, errlen, path, "read error");
+        return io_error(err, errlen, path, "read error");
     }
     int is_npy = sig_match(head, fsize, NPY_SIG, 6);
     int is_png = sig_match(head, fsize, PNG_SIG, 8);
@@ -956,26 +953,26 @@ int io_read_input(const char *path, int n_bits, int model_c, io_images *out, cha
     if (is_png != 1 && is_jpg != 1) {
         fclose(f);
         if (is_npy == 2 || is_png == 2 || is_jpg == 2)
-            return io_err(err, errlen, path, "truncated file (%lld bytes)", (long long)fsize);
-        if (is_png_name(path)) return io_err(err, errlen, path, "not a PNG file");
-        if (is_jpg_name(path)) return io_err(err, errlen, path, "not a JPEG file");
-        if (is_npy_name(path)) return io_err(err, errlen, path, "not a .npy file (bad magic)");
-        return io_err(err, errlen, path, "unrecognised file format (need .npy, PNG or JPEG content)");
+            return io_error(err, errlen, path, "truncated file (%lld bytes)", (long long)fsize);
+        if (is_png_name(path)) return io_error(err, errlen, path, "not a PNG file");
+        if (is_jpg_name(path)) return io_error(err, errlen, path, "not a JPEG file");
+        if (is_npy_name(path)) return io_error(err, errlen, path, "not a .npy file (bad magic)");
+        return io_error(err, errlen, path, "unrecognised file format (need .npy, PNG or JPEG content)");
     }
     if (fsize > IO_MAX_FILE_BYTES) {
         fclose(f);
-        return io_err(err, errlen, path, "file too large (%lld bytes, max %lld)", (long long)fsize,
+        return io_error(err, errlen, path, "file too large (%lld bytes, max %lld)", (long long)fsize,
                       (long long)IO_MAX_FILE_BYTES);
     }
     uint8_t *buf = malloc((size_t)fsize);
     if (!buf) {
         fclose(f);
-        return io_err(err, errlen, path, "out of memory");
+        return io_error(err, errlen, path, "out of memory");
     }
     if (read_exact(f, buf, (size_t)fsize) != 0) {
         free(buf);
         fclose(f);
-        return io_err(err, errlen, path, "read error");
+        return io_error(err, errlen, path, "read error");
     }
     fclose(f);
     raw_image im = {0};
@@ -990,7 +987,7 @@ int io_read_input(const char *path, int n_bits, int model_c, io_images *out, cha
     float *x = malloc((size_t)(im.w * im.h * model_c) * sizeof(float));
     if (!x) {
         free(im.pix);
-        return io_err(err, errlen, path, "out of memory");
+        return io_error(err, errlen, path, "out of memory");
     }
     pixels_to_model(im.pix, 1, im.h, im.w, im.c, model_c, n_bits, x);
     free(im.pix);
@@ -1022,7 +1019,7 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
 {
     size_t n = strlen(path);
     char *p = malloc(n + 1);
-    if (!p) return io_err(err, errlen, path, "out of memory");
+    if (!p) return io_error(err, errlen, path, "out of memory");
     memcpy(p, path, n + 1);
     while (n > 1 && p[n - 1] == '/') p[--n] = 0;
     for (size_t i = 1; i <= n; ++i) {
@@ -1031,7 +1028,7 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
             p[i] = 0;
             if (mkdir(p, 0777) != 0 && errno != EEXIST) {
                 int e = errno;
-                io_err(err, errlen, path, "cannot create directory %s: %s", p, strerror(e));
+                io_error(err, errlen, path, "cannot create directory %s: %s", p, strerror(e));
                 free(p);
                 return -1;
             }
@@ -1040,7 +1037,7 @@ static int mkdir_p(const char *path, char *err, size_t errlen)
     }
     int ok = is_dir(p);
     free(p);
-    if (!ok) return io_err(err, errlen, path, "exists and is not a directory");
+    if (!ok) return io_error(err, errlen, path, "exists and is not a directory");
     return 0;
 }
 
@@ -1054,13 +1051,13 @@ static int write_u8_image(const char *path, int jpeg, const uint8_t *pix, int64_
 int io_write_images(const char *path, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
                     int n_bits, char *err, size_t errlen)
 {
-    if (!path || !*path) return io_err(err, errlen, path, "invalid (empty) output path");
+    if (!path || !*path) return io_error(err, errlen, path, "invalid (empty) output path");
     int64_t ne, t;
     if (n < 1 || c < 1 || h < 1 || w < 1 || mul_cap(n, c, IO_MAX_ELEMS, &t) != 0 ||
         mul_cap(t, h, IO_MAX_ELEMS, &t) != 0 || mul_cap(t, w, IO_MAX_ELEMS, &ne) != 0)
-        return io_err(err, errlen, path, "invalid sample shape [%lld,%lld,%lld,%lld]", (long long)n,
+        return io_error(err, errlen, path, "invalid sample shape [%lld,%lld,%lld,%lld]", (long long)n,
                       (long long)c, (long long)h, (long long)w);
-    if (!x) return io_err(err, errlen, path, "invalid argument (no data)");
+    if (!x) return io_error(err, errlen, path, "invalid argument (no data)");
 
     size_t len = strlen(path);
     int dir_mode = is_dir(path) || path[len - 1] == '/' ||
@@ -1070,10 +1067,10 @@ int io_write_images(const char *path, const float *x, int64_t n, int64_t c, int6
         return io_write_npy_f32(path, x, 4, shape, err, errlen);
     }
     if (c != 1 && c != 3)
-        return io_err(err, errlen, path, "image output needs 1 or 3 channels, samples have %lld", (long long)c);
-    if (!valid_bits(n_bits)) return io_err(err, errlen, path, "n_bits %d out of range 1..8", n_bits);
+        return io_error(err, errlen, path, "image output needs 1 or 3 channels, samples have %lld", (long long)c);
+    if (!valid_bits(n_bits)) return io_error(err, errlen, path, "n_bits %d out of range 1..8", n_bits);
     if (h > IO_MAX_DIM || w > IO_MAX_DIM)
-        return io_err(err, errlen, path, "image size %lldx%lld too large (max %dx%d)", (long long)w,
+        return io_error(err, errlen, path, "image size %lldx%lld too large (max %dx%d)", (long long)w,
                       (long long)h, IO_MAX_DIM, IO_MAX_DIM);
     const int64_t sample = c * h * w;
 
@@ -1084,10 +1081,10 @@ int io_write_images(const char *path, const float *x, int64_t n, int64_t c, int6
         const int64_t gap = 2;
         int64_t gw = cols * w + (cols - 1) * gap, gh = rows * h + (rows - 1) * gap;
         if (gw > IO_MAX_DIM || gh > IO_MAX_DIM)
-            return io_err(err, errlen, path, "grid of %lld samples would be %lldx%lld (max %dx%d); write to a directory instead",
+            return io_error(err, errlen, path, "grid of %lld samples would be %lldx%lld (max %dx%d); write to a directory instead",
                           (long long)n, (long long)gw, (long long)gh, IO_MAX_DIM, IO_MAX_DIM);
         uint8_t *pix = calloc((size_t)(gw * gh * c), 1);
-        if (!pix) return io_err(err, errlen, path, "out of memory");
+        if (!pix) return io_error(err, errlen, path, "out of memory");
         for (int64_t i = 0; i < n; ++i) {
             int64_t r = i / cols, q = i % cols;
             uint8_t *dst = pix + ((r * (h + gap)) * gw + q * (w + gap)) * c;
@@ -1104,7 +1101,7 @@ int io_write_images(const char *path, const float *x, int64_t n, int64_t c, int6
     if (!pix || !name) {
         free(pix);
         free(name);
-        return io_err(err, errlen, path, "out of memory");
+        return io_error(err, errlen, path, "out of memory");
     }
     int rc = 0;
     for (int64_t i = 0; i < n && rc == 0; ++i) {
@@ -1134,24 +1131,24 @@ void io_free_list(char **paths, size_t count)
 
 int io_list_inputs(const char *path, char ***paths, size_t *count, char *err, size_t errlen)
 {
-    if (!path || !paths || !count) return io_err(err, errlen, path, "invalid argument");
+    if (!path || !paths || !count) return io_error(err, errlen, path, "invalid argument");
     *paths = NULL;
     *count = 0;
     struct stat st;
-    if (stat(path, &st) != 0) return io_err(err, errlen, path, "%s", strerror(errno));
+    if (stat(path, &st) != 0) return io_error(err, errlen, path, "%s", strerror(errno));
     if (!S_ISDIR(st.st_mode)) {
         char **v = malloc(sizeof *v);
         if (v) v[0] = strdup(path);
         if (!v || !v[0]) {
             free(v);
-            return io_err(err, errlen, path, "out of memory");
+            return io_error(err, errlen, path, "out of memory");
         }
         *paths = v;
         *count = 1;
         return 0;
     }
     DIR *d = opendir(path);
-    if (!d) return io_err(err, errlen, path, "cannot open directory: %s", strerror(errno));
+    if (!d) return io_error(err, errlen, path, "cannot open directory: %s", strerror(errno));
     size_t len = strlen(path), n = 0, cap = 0;
     int slash = len > 0 && path[len - 1] == '/';
     char **v = NULL;
@@ -1160,7 +1157,7 @@ int io_list_inputs(const char *path, char ***paths, size_t *count, char *err, si
         errno = 0;
         struct dirent *e = readdir(d);
         if (!e) {
-            if (errno != 0) rc = io_err(err, errlen, path, "cannot read directory: %s", strerror(errno));
+            if (errno != 0) rc = io_error(err, errlen, path, "cannot read directory: %s", strerror(errno));
             break;
         }
         const char *nm = e->d_name;
@@ -1168,7 +1165,7 @@ int io_list_inputs(const char *path, char ***paths, size_t *count, char *err, si
         if (!(is_png_name(nm) || is_jpg_name(nm) || is_npy_name(nm))) continue;
         size_t m = strlen(nm);
         char *full = malloc(len + m + 2);
-        if (!full) { rc = io_err(err, errlen, path, "out of memory"); break; }
+        if (!full) { rc = io_error(err, errlen, path, "out of memory"); break; }
         memcpy(full, path, len);
         if (!slash) full[len] = '/';
         memcpy(full + len + !slash, nm, m + 1);
@@ -1180,14 +1177,14 @@ int io_list_inputs(const char *path, char ***paths, size_t *count, char *err, si
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 16;
             char **nv = nc < SIZE_MAX / sizeof *nv ? realloc(v, nc * sizeof *nv) : NULL;
-            if (!nv) { free(full); rc = io_err(err, errlen, path, "out of memory"); break; }
+            if (!nv) { free(full); rc = io_error(err, errlen, path, "out of memory"); break; }
             v = nv;
             cap = nc;
         }
         v[n++] = full;
     }
     closedir(d);
-    if (rc == 0 && n == 0) rc = io_err(err, errlen, path, "no .png, .jpg, .jpeg or .npy files in directory");
+    if (rc == 0 && n == 0) rc = io_error(err, errlen, path, "no .png, .jpg, .jpeg or .npy files in directory");
     if (rc != 0) {
         io_free_list(v, n);
         return -1;

@@ -117,6 +117,14 @@ int io_read_idx_header(const char *path, int64_t *n, int64_t *h, int64_t *w,
 int io_read_idx_u8(const char *path, uint8_t **pix, int64_t *n, int64_t *h,
                    int64_t *w, char *err, size_t errlen);
 
+/* Writes "<path>: <message>" into err (one line: newlines become spaces)
+ * and returns -1: the error convention of this module, shared by the
+ * readers built on it (idx.c, anomaly.c). */
+#if defined(__GNUC__)
+__attribute__((format(printf, 4, 5)))
+#endif
+int io_error(char *err, size_t errlen, const char *path, const char *fmt, ...);
+
 /* Conversions, exposed for tests and callers that hold raw pixels. */
 float io_pixel_to_model(uint8_t u, int n_bits);
 uint8_t io_model_to_pixel(float x, int n_bits);
