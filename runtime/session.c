@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "conv.h"
 #include "kernels/kernels.h"
@@ -305,6 +306,38 @@ static void worker_free(worker *w, int threads) {
     free(w->scratch);
 }
 
+/* The working memory a session is about to allocate, checked against a cap
+ * before anything big is allocated: GLOWRT_MAX_SESSION_BYTES, or by default
+ * the smaller of 64 GiB and the machine's physical memory. */
+static int check_working_memory(const glowrt_session *s, int64_t hid_max, int64_t out_max, char *err) {
+    const int workers = s->threads < s->max_batch ? s->threads : s->max_batch;
+    const double per_worker = 4.0 * (2.0 * (double)s->D + 2.0 * (double)hid_max + 3.0 * (double)out_max +
+                                     (double)s->pieces_size + (double)s->pad_size) +
+                              (double)s->pack_size;
+    const double need = workers * per_worker + (double)s->threads * ((double)s->scratch_size + 4.0 * s->pad_size);
+    double cap = 64.0 * (1 << 30);
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && (double)pages * (double)page < cap) cap = (double)pages * (double)page;
+    const char *env = getenv("GLOWRT_MAX_SESSION_BYTES");
+    if (env && *env) {
+        char *end;
+        const double v = strtod(env, &end);
+        if (*end || !(v > 0)) {
+            snprintf(err, GLOWRT_ERR_LEN, "GLOWRT_MAX_SESSION_BYTES='%.40s' is not a positive number of bytes", env);
+            return 1;
+        }
+        cap = v;
+    }
+    if (need > cap) {
+        snprintf(err, GLOWRT_ERR_LEN,
+                 "%dx%d images with %d worker(s) need %.1f MiB of working memory, over the cap of %.1f MiB "
+                 "(GLOWRT_MAX_SESSION_BYTES)",
+                 s->H, s->W, workers, need / (1 << 20), cap / (1 << 20));
+        return 1;
+    }
+    return 0;
+}
+
 int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int width, int threads,
                           glowrt_session **out, char *err) {
     *out = NULL;
@@ -418,6 +451,7 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
             break;
         }
     }
+    if (check_working_memory(s, hid_max, out_max, err)) goto fail;
     /* Only as many workers as images can be in flight at once. */
     for (int t = 0; t < s->threads && t < s->max_batch; t++) {
         worker *w = &s->workers[t];

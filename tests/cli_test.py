@@ -109,9 +109,9 @@ def plan_offset(buf):
     return p, tensors
 
 
-def expect_error(name, args, must_name=None):
+def expect_error(name, args, must_name=None, env=None):
     try:
-        r = run(args, timeout=120)
+        r = run(args, timeout=120, env=dict(os.environ, **env) if env else None)
     except subprocess.TimeoutExpired:
         check(name, False, "timed out")
         return
@@ -262,6 +262,10 @@ def test_errors(glowrt, tmp):
     np.save(z, np.zeros((2, 100), np.float32))
     expect_error("latents of the wrong length", [glowrt, "decode", model, z, "-o", os.path.join(tmp, "d.npy")], z)
     expect_error("unknown option", [glowrt, "score", model, xin, "--bogus"])
+    expect_error("session over the working-memory cap", [glowrt, "score", model, xin],
+                 "GLOWRT_MAX_SESSION_BYTES", env={"GLOWRT_MAX_SESSION_BYTES": "1000"})
+    expect_error("malformed working-memory cap", [glowrt, "sample", model, "-n", "1", "-o", os.path.join(tmp, "c.npy")],
+                 "GLOWRT_MAX_SESSION_BYTES", env={"GLOWRT_MAX_SESSION_BYTES": "lots"})
     expect_error("bad thread count", [glowrt, "score", model, xin, "--threads", "0"])
 
 
