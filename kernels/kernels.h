@@ -8,6 +8,7 @@
  * on how the caller splits work between threads. */
 #ifndef GLOWRT_KERNELS_H
 #define GLOWRT_KERNELS_H
+#include <math.h>
 #include <stdint.h>
 
 typedef struct {
@@ -35,6 +36,17 @@ typedef struct {
     /* out[j] = temp * N(0,1) keyed by (seed, index, j0 + j), j < n. */
     void (*normal_noise)(uint64_t seed, uint64_t index, int64_t j0, int64_t n, float temp, float *out);
 } gt_kernels;
+
+/* The definition of the sampling noise, shared by every ISA so that they
+ * stay bit-identical: elements 2b and 2b + 1 of a sample come from the
+ * Philox4x32-10 block b, words r0..r3, by Box-Muller in double. */
+static inline void gt_box_muller(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, double *z_even, double *z_odd) {
+    const double u1 = ((double)(((uint64_t)r0 << 21) ^ (r1 >> 11)) + 1.0) * 0x1p-53; /* (0, 1] */
+    const double u2 = (double)(((uint64_t)r2 << 21) ^ (r3 >> 11)) * 0x1p-53;         /* [0, 1) */
+    const double rad = sqrt(-2.0 * log(u1)), ang = 6.283185307179586 * u2;
+    *z_even = rad * cos(ang);
+    *z_odd = rad * sin(ang);
+}
 
 extern const gt_kernels gt_kernels_ref;
 /* The SIMD tables: defined only in builds for that architecture (x86-64,

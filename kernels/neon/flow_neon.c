@@ -398,11 +398,10 @@ static void normal_noise_neon(uint64_t seed, uint64_t index, int64_t j0, int64_t
         for (int l = 0; l < V; l++) {
             const uint64_t jb = 2 * (b + (uint64_t)l);
             if (jb >= last) break;
-            const double u1 = ((double)(((uint64_t)r[0][l] << 21) ^ (r[1][l] >> 11)) + 1.0) * 0x1p-53;
-            const double u2 = (double)(((uint64_t)r[2][l] << 21) ^ (r[3][l] >> 11)) * 0x1p-53;
-            const double rad = sqrt(-2.0 * log(u1)), ang = 6.283185307179586 * u2;
-            if (jb >= first) out[jb - first] = (float)(tempd * (rad * cos(ang)));
-            if (jb + 1 >= first && jb + 1 < last) out[jb + 1 - first] = (float)(tempd * (rad * sin(ang)));
+            double z0, z1;
+            gt_box_muller(r[0][l], r[1][l], r[2][l], r[3][l], &z0, &z1);
+            if (jb >= first) out[jb - first] = (float)(tempd * z0);
+            if (jb + 1 >= first && jb + 1 < last) out[jb + 1 - first] = (float)(tempd * z1);
         }
     }
 }

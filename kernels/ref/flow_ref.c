@@ -117,7 +117,7 @@ static void philox4x32(const uint32_t ctr_in[4], const uint32_t key_in[2], uint3
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
-/* Box-Muller in double on (u1, u2) from one Philox block; element j uses
+/* gt_box_muller (kernels.h) on one Philox block; element j uses
  * block j/2 and takes the cosine (even j) or the sine (odd j) branch. */
 static void normal_noise_ref(uint64_t seed, uint64_t index, int64_t j0, int64_t n, float temp, float *out) {
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
@@ -126,10 +126,9 @@ static void normal_noise_ref(uint64_t seed, uint64_t index, int64_t j0, int64_t 
         const uint32_t ctr[4] = {(uint32_t)(j >> 1), (uint32_t)(j >> 33), (uint32_t)index, (uint32_t)(index >> 32)};
         uint32_t r[4];
         philox4x32(ctr, key, r);
-        const double u1 = ((double)(((uint64_t)r[0] << 21) ^ (r[1] >> 11)) + 1.0) * 0x1p-53; /* (0, 1] */
-        const double u2 = (double)(((uint64_t)r[2] << 21) ^ (r[3] >> 11)) * 0x1p-53;         /* [0, 1) */
-        const double rad = sqrt(-2.0 * log(u1)), ang = 6.283185307179586 * u2;
-        out[k] = (float)(temp * ((j & 1) ? rad * sin(ang) : rad * cos(ang)));
+        double z0, z1;
+        gt_box_muller(r[0], r[1], r[2], r[3], &z0, &z1);
+        out[k] = (float)(temp * ((j & 1) ? z1 : z0));
     }
 }
 
