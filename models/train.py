@@ -111,6 +111,9 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=200, help="linear lr warm-up steps")
+    ap.add_argument("--clip", type=float, default=0.0,
+                    help="clip the gradient norm to this (0: off); steps with a non-finite "
+                         "gradient are always skipped")
     ap.add_argument("--epochs", type=float, default=None, help="stop after this many epochs (total)")
     ap.add_argument("--minutes", type=float, default=None, help="time budget of this invocation")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -233,6 +236,14 @@ def main(argv=None):
             continue
         opt.zero_grad()
         loss.backward()
+        # A finite loss can still give an inf/NaN gradient (a near-singular
+        # coupling scale); one such Adam step poisons every weight, so skip it.
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                               args.clip if args.clip > 0 else float("inf"))
+        if not torch.isfinite(gnorm):
+            print("step %d: non-finite gradient, batch skipped" % step, flush=True)
+            opt.zero_grad()
+            continue
         opt.step()
         step += 1
         run_bpd += loss.item()
