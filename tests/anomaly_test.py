@@ -29,41 +29,17 @@ import os
 import signal
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "models"))
-import glow  # noqa: E402
-
-PY = sys.executable
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(bool(ok))
-    print(("PASS " if ok else "FAIL ") + name + ("" if ok or not detail else ": " + str(detail)[:600]), flush=True)
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, **kw)
+from harness import check, export_random_model, finish, run
 
 
 def make_model(tmp, name, in_channel=1, size=8, seed=1):
-    torch.manual_seed(seed)
-    m = glow.random_model(in_channel, 2, 2, affine=True, conv_lu=True, hidden=16, height=size, width=size, seed=seed)
-    ckpt = os.path.join(tmp, name + ".pt")
-    torch.save(m.state_dict(), ckpt)
-    out = os.path.join(tmp, name + ".glow")
-    r = run([PY, os.path.join(ROOT, "models", "export.py"), "rosinality", ckpt, "-o", out,
-             "--image-size", str(size), "--n-bits", "8"])
-    if r.returncode != 0:
-        raise SystemExit("export failed: " + r.stderr)
-    return out
+    return export_random_model(os.path.join(tmp, name + ".glow"), in_channel, 2, 2, 16, size, seed)
 
 
 def idx_bytes(u):
@@ -381,9 +357,7 @@ def main():
         for part in a.only.split(","):
             print("== " + part, flush=True)
             TESTS[part](c)
-    n_fail = results.count(False)
-    print("%d passed, %d failed" % (len(results) - n_fail, n_fail))
-    sys.exit(1 if n_fail else 0)
+    finish()
 
 
 if __name__ == "__main__":

@@ -19,41 +19,17 @@ import argparse
 import os
 import struct
 import subprocess
-import sys
 import tempfile
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "models"))
-import glow  # noqa: E402
-
-PY = sys.executable
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append(ok)
-    print(("PASS " if ok else "FAIL ") + name + ("" if ok or not detail else ": " + detail), flush=True)
-
-
-def run(args, **kw):
-    return subprocess.run(args, capture_output=True, text=True, **kw)
+from harness import PY, check, export_random_model, finish, run
 
 
 def make_model(tmp, name, n_flow=2, n_block=2, hidden=16, size=8, in_channel=3, seed=1):
-    torch.manual_seed(seed)
-    m = glow.random_model(in_channel, n_flow, n_block, affine=True, conv_lu=True, hidden=hidden,
-                          height=size, width=size, seed=seed)
-    ckpt = os.path.join(tmp, name + ".pt")
-    torch.save(m.state_dict(), ckpt)
-    out = os.path.join(tmp, name + ".glow")
-    r = run([PY, os.path.join(ROOT, "models", "export.py"), "rosinality", ckpt, "-o", out,
-             "--image-size", str(size), "--n-bits", "8"])
-    if r.returncode != 0:
-        raise SystemExit("export failed: " + r.stderr)
-    return out
+    return export_random_model(os.path.join(tmp, name + ".glow"), in_channel, n_flow, n_block,
+                               hidden, size, seed)
 
 
 # ---- CRC32C, to forge files whose checksums are right but whose content is not
@@ -360,9 +336,7 @@ def main():
                 test_determinism(glowrt, tmp, a.small)
             else:
                 {"errors": test_errors, "memory": test_memory}[part](glowrt, tmp)
-    n_fail = results.count(False)
-    print("%d passed, %d failed" % (len(results) - n_fail, n_fail))
-    sys.exit(1 if n_fail else 0)
+    finish()
 
 
 if __name__ == "__main__":
