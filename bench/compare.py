@@ -9,7 +9,6 @@ import datetime
 import glob
 import hashlib
 import json
-import math
 import os
 import platform
 import resource  # noqa: F401  (os.wait4 rusage)

@@ -14,18 +14,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = os.path.join(os.path.dirname(HERE), "models")
 sys.path.insert(0, MODELS)
 
-import glow  # noqa: E402
 from glow import Glow, InvConv2d, InvConv2dLU  # noqa: E402
 
 
 def load_sd(path):
-    obj = torch.load(path, map_location="cpu")
-    if isinstance(obj, dict) and not any(hasattr(v, "shape") for v in obj.values()):
-        for k in ("state_dict", "model", "model_state_dict"):
-            if k in obj and isinstance(obj[k], dict):
-                obj = obj[k]
-                break
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in obj.items()}
+    import export  # models/export.py: the exporter's loader, keeping torch tensors
+    return export.load_state_dict(path, as_torch=True)
 
 
 def infer(sd):

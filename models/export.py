@@ -12,7 +12,6 @@ does not divide.
 """
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -31,7 +30,9 @@ class ExportError(Exception):
     pass
 
 
-def load_state_dict(path):
+def load_state_dict(path, as_torch=False):
+    """The checkpoint's state_dict, 'module.' prefixes dropped: float64 numpy
+    arrays (what the exporter folds), or the stored torch tensors with as_torch."""
     import torch
     obj = torch.load(path, map_location="cpu")
     if isinstance(obj, dict) and not any(hasattr(v, "shape") for v in obj.values()):
@@ -48,7 +49,10 @@ def load_state_dict(path):
             raise ExportError("key %s appears twice (with and without 'module.')" % k2)
         if not hasattr(v, "detach"):
             raise ExportError("entry %s is not a tensor" % k)
-        sd[k2] = v.detach().cpu().double().numpy() if v.dtype.is_floating_point else v.detach().cpu().numpy()
+        if as_torch:
+            sd[k2] = v.detach().cpu()
+        else:
+            sd[k2] = v.detach().cpu().double().numpy() if v.dtype.is_floating_point else v.detach().cpu().numpy()
     return sd
 
 
