@@ -129,73 +129,160 @@ static inline __m256i tail_mask(int64_t m) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)m), idx);
 }
 
-/* ---- affine: a block of R output rows x NV vectors of pixels ---- */
+/* ---- affine ---- */
 
-static inline __attribute__((always_inline)) void affine_tile(const float *A, const float *b, int C, int64_t hw,
-                                                              const float *x, float *y, int o, int R, int NV,
-                                                              int64_t p, __m256i mask, int masked) {
-    __m256 acc[4][2];
-#pragma GCC unroll 4
+/* R output rows x NV vectors of 8 pixels: row o + r of A x + b goes to
+ * yo + r ys, with x rows xs floats apart (x and yo already at the pixel). */
+static ALWAYS_INLINE void affine_tile(const float *A, const float *b, int C, const float *x, int64_t xs, float *yo,
+                                      int64_t ys, int o, int R, int NV) {
+    __m256 acc[6][2];
+#pragma GCC unroll 6
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) acc[r][v] = _mm256_broadcast_ss(b + o + r);
     const float *Ao = A + (int64_t)o * C;
     for (int i = 0; i < C; i++) {
-        const float *xi = x + (int64_t)i * hw + p;
+        const float *xi = x + (int64_t)i * xs;
         __m256 xv[2];
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; v++) xv[v] = masked ? _mm256_maskload_ps(xi, mask) : _mm256_loadu_ps(xi + V * v);
-#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) xv[v] = _mm256_loadu_ps(xi + V * v);
+#pragma GCC unroll 6
         for (int r = 0; r < R; r++) {
             const __m256 a = _mm256_broadcast_ss(Ao + (int64_t)r * C + i);
 #pragma GCC unroll 2
             for (int v = 0; v < NV; v++) acc[r][v] = _mm256_fmadd_ps(a, xv[v], acc[r][v]);
         }
     }
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        float *yr = y + (int64_t)(o + r) * hw + p;
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; v++) {
-            if (masked)
-                _mm256_maskstore_ps(yr, mask, acc[r][v]);
-            else
-                _mm256_storeu_ps(yr + V * v, acc[r][v]);
-        }
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(yo + (int64_t)r * ys + V * v, acc[r][v]);
+}
+
+/* Rows o .. o+R-1 over np pixels of x (np rounded up to 8 is readable, zero
+ * padded); the last < 8 pixels go through a copy: masked stores
+ * (vmaskmovps) are slow on AMD when streaming. Meanwhile rows o .. o+R-1
+ * of pf (rows ys apart, npf pixels) are prefetched: over all the row
+ * blocks, that is all of the next chunk of x (see affine_avx2). */
+static ALWAYS_INLINE void affine_rows(const float *A, const float *b, int C, const float *x, int64_t xs, float *y,
+                                      int64_t ys, int o, int R, int64_t np, const float *pf, int64_t npf) {
+    float *yo = y + (int64_t)o * ys;
+    int64_t p = 0;
+    for (; p + 2 * V <= np; p += 2 * V) {
+        if (p < npf)
+            for (int r = 0; r < R; r++) _mm_prefetch((const char *)(pf + (int64_t)(o + r) * ys + p), _MM_HINT_T0);
+        affine_tile(A, b, C, x + p, xs, yo + p, ys, o, R, 2);
+    }
+    if (p + V <= np) {
+        affine_tile(A, b, C, x + p, xs, yo + p, ys, o, R, 1);
+        p += V;
+    }
+    if (p < np) {
+        float yt[6 * V];
+        affine_tile(A, b, C, x + p, xs, yt, V, o, R, 1);
+        for (int r = 0; r < R; r++) memcpy(yo + (int64_t)r * ys + p, yt + r * V, (size_t)(np - p) * sizeof(float));
     }
 }
 
-static inline __attribute__((always_inline)) void affine_cols(const float *A, const float *b, int C, int64_t hw,
-                                                              const float *x, float *y, int NV, int64_t p,
-                                                              __m256i mask, int masked) {
+/* 6 rows x 16 pixels: 12 accumulators, enough to cover the FMA latency
+ * on both pipes, with 8 loads per 12 FMAs. */
+static void affine_block(const float *A, const float *b, int C, const float *x, int64_t xs, float *y, int64_t ys,
+                         int64_t np, const float *pf, int64_t npf) {
     int o = 0;
-    for (; o + 4 <= C; o += 4) affine_tile(A, b, C, hw, x, y, o, 4, NV, p, mask, masked);
+    for (; o + 6 <= C; o += 6) affine_rows(A, b, C, x, xs, y, ys, o, 6, np, pf, npf);
     switch (C - o) {
-    case 3: affine_tile(A, b, C, hw, x, y, o, 3, NV, p, mask, masked); break;
-    case 2: affine_tile(A, b, C, hw, x, y, o, 2, NV, p, mask, masked); break;
-    case 1: affine_tile(A, b, C, hw, x, y, o, 1, NV, p, mask, masked); break;
+    case 5: affine_rows(A, b, C, x, xs, y, ys, o, 5, np, pf, npf); break;
+    case 4: affine_rows(A, b, C, x, xs, y, ys, o, 4, np, pf, npf); break;
+    case 3: affine_rows(A, b, C, x, xs, y, ys, o, 3, np, pf, npf); break;
+    case 2: affine_rows(A, b, C, x, xs, y, ys, o, 2, np, pf, npf); break;
+    case 1: affine_rows(A, b, C, x, xs, y, ys, o, 1, np, pf, npf); break;
     default: break;
     }
 }
 
-static void affine_avx2(const float *A, const float *b, int C, int64_t hw, const float *x, float *y) {
-    const __m256i none = _mm256_setzero_si256();
-    int64_t p = 0;
-    for (; p + 2 * V <= hw; p += 2 * V) affine_cols(A, b, C, hw, x, y, 2, p, none, 0);
-    for (; p + V <= hw; p += V) affine_cols(A, b, C, hw, x, y, 1, p, none, 0);
-    if (p < hw) {
-        /* The last < 8 pixels through zero-padded copies: masked stores
-         * (vmaskmovps) are slow on AMD when streaming. */
-        const int64_t m = hw - p;
-        float xt[64 * V], yt[64 * V];
-        if (C <= 64) {
-            for (int i = 0; i < C; i++)
-                for (int k = 0; k < V; k++) xt[i * V + k] = k < m ? x[(int64_t)i * hw + p + k] : 0.0f;
-            affine_cols(A, b, C, V, xt, yt, 1, 0, none, 0);
-            for (int o = 0; o < C; o++) memcpy(y + (int64_t)o * hw + p, yt + o * V, (size_t)m * sizeof(float));
-        } else {
-            affine_cols(A, b, C, hw, x, y, 1, p, tail_mask(m), 1);
+/* C <= 4: one output row at a time over the whole image, like ref, so that
+ * y is written as one stream (interleaving C output rows halved the DRAM
+ * bandwidth when streaming images). */
+static void affine_small(const float *A, const float *b, int C, int64_t hw, const float *x, float *y) {
+    for (int o = 0; o < C; o++) {
+        float *yo = y + (int64_t)o * hw;
+        const float *Ao = A + (int64_t)o * C;
+        int64_t p = 0;
+        for (; p + 2 * V <= hw; p += 2 * V) {
+            __m256 a0 = _mm256_broadcast_ss(b + o), a1 = a0;
+            for (int i = 0; i < C; i++) {
+                const __m256 a = _mm256_broadcast_ss(Ao + i);
+                a0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + (int64_t)i * hw + p), a0);
+                a1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + (int64_t)i * hw + p + V), a1);
+            }
+            _mm256_storeu_ps(yo + p, a0);
+            _mm256_storeu_ps(yo + p + V, a1);
         }
+        for (; p < hw; p++) { /* the same FMA sequence as a vector lane */
+            float acc = b[o];
+            for (int i = 0; i < C; i++) acc = fmaf(Ao[i], x[(int64_t)i * hw + p], acc);
+            yo[p] = acc;
+        }
+    }
+}
+
+#define AFFINE_BUF 4096 /* floats: a packed piece of x, half of L1 */
+
+/* x[i][p0 .. p0+np) for every row i into buf (rows P apart), zero-padded
+ * to a multiple of 8 pixels. */
+static void affine_pack(const float *x, int C, int64_t hw, int64_t p0, int64_t np, float *buf, int64_t P) {
+    const int64_t np8 = (np + V - 1) / V * V;
+    for (int i = 0; i < C; i++) {
+        memcpy(buf + i * P, x + (int64_t)i * hw + p0, (size_t)np * sizeof(float));
+        for (int64_t k = np; k < np8; k++) buf[i * P + k] = 0.0f;
+    }
+}
+
+static void affine_avx2(const float *A, const float *b, int C, int64_t hw, const float *x, float *y) {
+    float buf[AFFINE_BUF] __attribute__((aligned(32)));
+    if (C <= 4) {
+        affine_small(A, b, C, hw, x, y);
+        return;
+    }
+    if (C > AFFINE_BUF / V) { /* no room for a padded tail: scalar */
+        const int64_t full = hw / V * V;
+        if (full) affine_block(A, b, C, x, hw, y, hw, full, x, 0);
+        for (int64_t p = full; p < hw; p++)
+            for (int o = 0; o < C; o++) {
+                float acc = b[o];
+                for (int i = 0; i < C; i++) acc = fmaf(A[(int64_t)o * C + i], x[(int64_t)i * hw + p], acc);
+                y[(int64_t)o * hw + p] = acc;
+            }
+        return;
+    }
+    if (hw % 512 || C > AFFINE_BUF / (2 * V)) {
+        /* Straight from x, 16 pixels at a time for every output row, so
+         * that those columns of x stay in L1; the last < 8 pixels padded. */
+        int64_t p = 0;
+        for (; p + 2 * V <= hw; p += 2 * V) affine_block(A, b, C, x + p, hw, y + p, hw, 2 * V, x, 0);
+        if (p + V <= hw) {
+            affine_block(A, b, C, x + p, hw, y + p, hw, V, x, 0);
+            p += V;
+        }
+        if (p < hw) {
+            affine_pack(x, C, hw, p, hw - p, buf, V);
+            affine_block(A, b, C, buf, V, y + p, hw, hw - p, x, 0);
+        }
+        return;
+    }
+    /* hw a multiple of 512: the rows of x (and of y) are a multiple of 2 KiB
+     * apart, so a column of x falls into one or two L1 sets and straight
+     * from x ran at 2x ref (C = 12, 24). Chunks of P pixels of every row,
+     * packed contiguously, stay in L1 for all output rows. */
+    int64_t P = (AFFINE_BUF / C) & ~(int64_t)(2 * V - 1);
+    if (P > 512) P = 512;
+    for (int64_t p0 = 0; p0 < hw; p0 += P) {
+        const int64_t np = hw - p0 < P ? hw - p0 : P;
+        affine_pack(x, C, hw, p0, np, buf, P);
+        /* The hardware prefetcher does not run ahead of C strided streams
+         * while we compute: fetch the next chunk meanwhile. */
+        const int64_t nn = hw - p0 - np < P ? hw - p0 - np : P;
+        affine_block(A, b, C, buf, P, y + p0, hw, np, x + p0 + np, nn);
     }
 }
 
