@@ -10,6 +10,7 @@
 #define GLOWRT_KERNELS_H
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct {
     const char *name;
@@ -39,13 +40,88 @@ typedef struct {
 
 /* The definition of the sampling noise, shared by every ISA so that they
  * stay bit-identical: elements 2b and 2b + 1 of a sample come from the
- * Philox4x32-10 block b, words r0..r3, by Box-Muller in double. */
+ * Philox4x32-10 block b, words r0..r3, by Box-Muller in double:
+ * sqrt(-2 ln u1) (cos, sin)(2 pi u2).
+ *
+ * ln and sin/cos are the project's own (not libm's, which differs between
+ * C libraries and cannot be vectorised bit for bit): every step below is one
+ * IEEE operation (+ - * / sqrt, fma, nearbyint), no step is left for the
+ * compiler to fuse, so a SIMD version doing the same steps lane by lane gives
+ * the same bits (kernels/avx2 does; tests/test_kernels.c checks it, and the
+ * error against libm). Polynomials are truncated Taylor series, so the
+ * coefficients are 1/(2k+1) and 1/n!. */
+
+/* ln u for u in [2^-53, 1]: u = m 2^e with m in [sqrt(1/2), sqrt(2)],
+ * ln m = 2 atanh(s), s = (m - 1) / (m + 1), |s| <= 0.172, 10 terms. */
+static inline double gt_bm_log(double u) {
+    uint64_t bits;
+    memcpy(&bits, &u, sizeof bits);
+    double e = (double)(int64_t)(bits >> 52) - 1023.0;
+    const uint64_t mb = (bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull;
+    double m;
+    memcpy(&m, &mb, sizeof m);
+    if (m > 1.4142135623730951) {
+        m = m * 0.5;
+        e = e + 1.0;
+    }
+    const double f = m - 1.0; /* exact (Sterbenz) */
+    const double s = f / (2.0 + f);
+    const double z = s * s;
+    double q = 0.05263157894736842; /* 1/19 */
+    q = fma(q, z, 0.058823529411764705);
+    q = fma(q, z, 0.06666666666666667);
+    q = fma(q, z, 0.07692307692307693);
+    q = fma(q, z, 0.09090909090909091);
+    q = fma(q, z, 0.1111111111111111);
+    q = fma(q, z, 0.14285714285714285);
+    q = fma(q, z, 0.2);
+    q = fma(q, z, 0.3333333333333333); /* 1/3 */
+    const double s2 = 2.0 * s;
+    const double s2z = s2 * z;
+    const double lm = fma(s2z, q, s2);
+    return fma(e, 0.6931471805599453, lm);
+}
+
+/* sin and cos of 2 pi u for u in [0, 1): u = k/4 + t exactly with
+ * |t| <= 1/8, so the angle 2 pi t is in [-pi/4, pi/4]; then quadrant k. */
+static inline void gt_bm_sincos2pi(double u, double *sn, double *cs) {
+    const double k = nearbyint(4.0 * u); /* 0 .. 4, ties to even */
+    const double t = u - 0.25 * k;        /* exact */
+    const double a = t * 6.283185307179586;
+    const double z = a * a;
+    double ps = 2.8114572543455206e-15; /* 1/17! */
+    ps = fma(ps, z, -7.647163731819816e-13);
+    ps = fma(ps, z, 1.6059043836821613e-10);
+    ps = fma(ps, z, -2.505210838544172e-08);
+    ps = fma(ps, z, 2.7557319223985893e-06);
+    ps = fma(ps, z, -0.0001984126984126984);
+    ps = fma(ps, z, 0.008333333333333333);
+    ps = fma(ps, z, -0.16666666666666666); /* -1/3! */
+    const double az = a * z;
+    const double sa = fma(az, ps, a);
+    double pc = 4.779477332387385e-14; /* 1/16! */
+    pc = fma(pc, z, -1.1470745597729725e-11);
+    pc = fma(pc, z, 2.08767569878681e-09);
+    pc = fma(pc, z, -2.755731922398589e-07);
+    pc = fma(pc, z, 2.48015873015873e-05);
+    pc = fma(pc, z, -0.001388888888888889);
+    pc = fma(pc, z, 0.041666666666666664);
+    pc = fma(pc, z, -0.5);
+    const double ca = fma(z, pc, 1.0);
+    const int q = (int)k & 3;
+    const double s0 = (q & 1) ? ca : sa, c0 = (q & 1) ? sa : ca;
+    *sn = (q & 2) ? -s0 : s0;
+    *cs = ((q + 1) & 2) ? -c0 : c0;
+}
+
 static inline void gt_box_muller(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, double *z_even, double *z_odd) {
     const double u1 = ((double)(((uint64_t)r0 << 21) ^ (r1 >> 11)) + 1.0) * 0x1p-53; /* (0, 1] */
     const double u2 = (double)(((uint64_t)r2 << 21) ^ (r3 >> 11)) * 0x1p-53;         /* [0, 1) */
-    const double rad = sqrt(-2.0 * log(u1)), ang = 6.283185307179586 * u2;
-    *z_even = rad * cos(ang);
-    *z_odd = rad * sin(ang);
+    const double rad = sqrt(-2.0 * gt_bm_log(u1));
+    double sn, cs;
+    gt_bm_sincos2pi(u2, &sn, &cs);
+    *z_even = rad * cs;
+    *z_odd = rad * sn;
 }
 
 extern const gt_kernels gt_kernels_ref;

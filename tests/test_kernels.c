@@ -188,6 +188,84 @@ Test(kernels, noise_is_counter_based_and_normal) {
     free(a); free(b);
 }
 
+/* The Box-Muller step with libm, as the noise was defined before
+ * gt_box_muller had its own ln and sin/cos. */
+static void box_muller_libm(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3, double *ze, double *zo) {
+    const double u1 = ((double)(((uint64_t)r0 << 21) ^ (r1 >> 11)) + 1.0) * 0x1p-53;
+    const double u2 = (double)(((uint64_t)r2 << 21) ^ (r3 >> 11)) * 0x1p-53;
+    const double rad = sqrt(-2.0 * log(u1)), ang = 6.283185307179586 * u2;
+    *ze = rad * cos(ang);
+    *zo = rad * sin(ang);
+}
+
+/* |got - want| in units of want's float ulp (0 when equal). */
+static double float_ulps(float got, float want) {
+    if (got == want) return 0;
+    const float a = fabsf(want);
+    return fabs((double)got - want) / (nextafterf(a, INFINITY) - a);
+}
+
+/* gt_box_muller (kernels.h: the project's ln and sin/cos in double) against
+ * the libm formula, after rounding to float as normal_noise does: within 1
+ * float ulp on 2^20 random blocks and on u1 from 2^-53 up. At exact quarter
+ * turns libm's angle (2 pi u2 rounded to double) leaves cos or sin ~1e-16
+ * off zero (times the radius) where gt_box_muller gives 0: there, 1e-15 of
+ * the radius. */
+Test(kernels, box_muller_matches_libm) {
+    uint64_t st = 0x9E3779B97F4A7C15ull;
+    double worst = 0;
+    int64_t differ = 0, total = 0;
+    for (int64_t t = 0; t < ((int64_t)1 << 20) + 64 * 33; t++) {
+        uint32_t w[4];
+        for (int k = 0; k < 4; k++) {
+            st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+            w[k] = (uint32_t)(st >> 32);
+        }
+        const int64_t e = t - ((int64_t)1 << 20);
+        if (e >= 0) { /* u1 = 2^-53 .. 1: r0 = 2^(e/64 - 1) or 0, low words random */
+            w[0] = e / 64 == 0 ? 0u : 1u << (e / 64 - 1);
+            if (e % 64 == 0) w[1] = 0;
+        }
+        double a0, a1, b0, b1;
+        gt_box_muller(w[0], w[1], w[2], w[3], &a0, &a1);
+        box_muller_libm(w[0], w[1], w[2], w[3], &b0, &b1);
+        const double u0 = float_ulps((float)a0, (float)b0), u1 = float_ulps((float)a1, (float)b1);
+        cr_assert(u0 <= 1 && u1 <= 1, "words %08x %08x %08x %08x: %.9g %.9g vs libm %.9g %.9g", w[0], w[1], w[2], w[3],
+                  (float)a0, (float)a1, (float)b0, (float)b1);
+        worst = fmax(worst, fmax(u0, u1));
+        differ += (u0 > 0) + (u1 > 0);
+        total += 2;
+    }
+    for (uint32_t h = 0; h < 8; h++) /* u2 = h/8: quarter turns and the ties between them */
+        for (int k = 0; k < 3; k++) {
+            const uint32_t r0 = k == 0 ? 0u : k == 1 ? 0x12345678u : 0xFFFFFFFFu;
+            double a0, a1, b0, b1;
+            gt_box_muller(r0, 0x9abcdef0u, h << 29, 0, &a0, &a1);
+            box_muller_libm(r0, 0x9abcdef0u, h << 29, 0, &b0, &b1);
+            const double tol = 1e-15 * fmax(1, hypot(b0, b1));
+            cr_assert(fabs(a0 - b0) <= tol && fabs(a1 - b1) <= tol, "u2 = %u/8: %.17g %.17g vs %.17g %.17g", h, a0, a1, b0, b1);
+        }
+    cr_log_info("Box-Muller vs libm: worst %g float ulp, %lld of %lld floats differ", worst, (long long)differ,
+                (long long)total);
+}
+
+/* The noise is defined without libm, so these bits are the same on every
+ * machine and ISA (x86-64 here, aarch64 under qemu). */
+Test(kernels, noise_bits_are_fixed) {
+    static const uint32_t want[8] = {0x3eb9a089u, 0x3f3a46f2u, 0xbf5ff5ddu, 0xbe026db8u,
+                                     0x3e7b6487u, 0xbf0f9cdeu, 0xbd1f8bdau, 0x3e4c5caeu};
+    const gt_kernels *ks[2] = {&gt_kernels_ref, kernels_select(&(const char *){NULL})};
+    for (int t = 0; t < 2; t++) {
+        float o[8];
+        ks[t]->normal_noise(42, 7, 1000001, 8, 0.7f, o);
+        for (int i = 0; i < 8; i++) {
+            uint32_t u;
+            memcpy(&u, o + i, sizeof u);
+            cr_assert(u == want[i], "%s element %d: 0x%08x, want 0x%08x", ks[t]->name, i, u, want[i]);
+        }
+    }
+}
+
 Test(conv, onednn_matches_naive_on_awkward_shapes) {
     const int cases[][6] = {/* cin, cout, h, w, k, relu */
                             {1, 5, 1, 1, 3, 0}, {3, 7, 2, 3, 3, 1}, {2, 4, 5, 5, 3, 0}, {6, 13, 4, 7, 3, 1},

@@ -4,7 +4,8 @@
  * the OS (XGETBV).
  *
  * Agreement with ref: squeeze, unsqueeze, add, edge_bias and normal_noise
- * are bit-identical; affine differs by FMA rounding; exp / log1p / sigmoid
+ * are bit-identical (normal_noise: the same IEEE steps as kernels.h's
+ * gt_box_muller, lane by lane); affine differs by FMA rounding; exp / log1p / sigmoid
  * are Cephes-style polynomials within a few ulp of libm (tests say how
  * many). Sums are accumulated in double in a fixed order that depends only
  * on n: element i goes to lane i mod 8 (two 4-double accumulators), the
@@ -531,8 +532,96 @@ static void edge_bias_avx2(float *out, const float *e, int C, int H, int W, int 
     if (relu) relu_avx2(out, (int64_t)C * H * W);
 }
 
-/* ---- normal noise: Philox4x32-10 on 8 blocks at once, then Box-Muller
- * per pair in double with libm, as ref does: bit-identical to ref. ---- */
+/* ---- normal noise: Philox4x32-10 on 8 blocks at once, then Box-Muller on
+ * 4 pairs at once: gt_box_muller (kernels.h) step for step, so bit-identical
+ * to ref. ---- */
+
+static inline __m256d u32_to_pd(__m128i w) { /* exact, w unsigned */
+    return _mm256_add_pd(_mm256_cvtepi32_pd(_mm_xor_si128(w, _mm_set1_epi32((int)0x80000000u))),
+                         _mm256_set1_pd(2147483648.0));
+}
+
+/* ((double)((hi << 21) ^ (lo >> 11))): both parts and the sum are exact. */
+static inline __m256d bits53_pd(__m128i hi, __m128i lo) {
+    return _mm256_add_pd(_mm256_mul_pd(u32_to_pd(hi), _mm256_set1_pd(0x1p21)),
+                         _mm256_cvtepi32_pd(_mm_srli_epi32(lo, 11)));
+}
+
+static inline __m256d bm_log_v(__m256d u) {
+    const __m256i bits = _mm256_castpd_si256(u);
+    /* the exponent field as a double: 2^52 + k, minus 2^52 (exact) */
+    const __m256d eraw = _mm256_sub_pd(
+        _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(bits, 52), _mm256_set1_epi64x(0x4330000000000000ll))),
+        _mm256_set1_pd(0x1p52));
+    __m256d e = _mm256_sub_pd(eraw, _mm256_set1_pd(1023.0));
+    __m256d m = _mm256_castsi256_pd(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi64x(0x000FFFFFFFFFFFFFll)),
+                                                    _mm256_set1_epi64x(0x3FF0000000000000ll)));
+    const __m256d big = _mm256_cmp_pd(m, _mm256_set1_pd(1.4142135623730951), _CMP_GT_OQ);
+    m = _mm256_blendv_pd(m, _mm256_mul_pd(m, _mm256_set1_pd(0.5)), big);
+    e = _mm256_blendv_pd(e, _mm256_add_pd(e, _mm256_set1_pd(1.0)), big);
+    const __m256d f = _mm256_sub_pd(m, _mm256_set1_pd(1.0));
+    const __m256d s = _mm256_div_pd(f, _mm256_add_pd(_mm256_set1_pd(2.0), f));
+    const __m256d z = _mm256_mul_pd(s, s);
+    __m256d q = _mm256_set1_pd(0.05263157894736842);
+    q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(0.058823529411764705));
+    q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(0.06666666666666667));
+    q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(0.07692307692307693));
+    q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(0.09090909090909091));
+    q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(0.1111111111111111));
+    q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(0.14285714285714285));
+    q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(0.2));
+    q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(0.3333333333333333));
+    const __m256d s2 = _mm256_mul_pd(_mm256_set1_pd(2.0), s);
+    const __m256d lm = _mm256_fmadd_pd(_mm256_mul_pd(s2, z), q, s2);
+    return _mm256_fmadd_pd(e, _mm256_set1_pd(0.6931471805599453), lm);
+}
+
+static inline void bm_sincos2pi_v(__m256d u, __m256d *sn, __m256d *cs) {
+    const __m256d k = _mm256_round_pd(_mm256_mul_pd(_mm256_set1_pd(4.0), u), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256d t = _mm256_sub_pd(u, _mm256_mul_pd(_mm256_set1_pd(0.25), k));
+    const __m256d a = _mm256_mul_pd(t, _mm256_set1_pd(6.283185307179586));
+    const __m256d z = _mm256_mul_pd(a, a);
+    __m256d ps = _mm256_set1_pd(2.8114572543455206e-15);
+    ps = _mm256_fmadd_pd(ps, z, _mm256_set1_pd(-7.647163731819816e-13));
+    ps = _mm256_fmadd_pd(ps, z, _mm256_set1_pd(1.6059043836821613e-10));
+    ps = _mm256_fmadd_pd(ps, z, _mm256_set1_pd(-2.505210838544172e-08));
+    ps = _mm256_fmadd_pd(ps, z, _mm256_set1_pd(2.7557319223985893e-06));
+    ps = _mm256_fmadd_pd(ps, z, _mm256_set1_pd(-0.0001984126984126984));
+    ps = _mm256_fmadd_pd(ps, z, _mm256_set1_pd(0.008333333333333333));
+    ps = _mm256_fmadd_pd(ps, z, _mm256_set1_pd(-0.16666666666666666));
+    const __m256d sa = _mm256_fmadd_pd(_mm256_mul_pd(a, z), ps, a);
+    __m256d pc = _mm256_set1_pd(4.779477332387385e-14);
+    pc = _mm256_fmadd_pd(pc, z, _mm256_set1_pd(-1.1470745597729725e-11));
+    pc = _mm256_fmadd_pd(pc, z, _mm256_set1_pd(2.08767569878681e-09));
+    pc = _mm256_fmadd_pd(pc, z, _mm256_set1_pd(-2.755731922398589e-07));
+    pc = _mm256_fmadd_pd(pc, z, _mm256_set1_pd(2.48015873015873e-05));
+    pc = _mm256_fmadd_pd(pc, z, _mm256_set1_pd(-0.001388888888888889));
+    pc = _mm256_fmadd_pd(pc, z, _mm256_set1_pd(0.041666666666666664));
+    pc = _mm256_fmadd_pd(pc, z, _mm256_set1_pd(-0.5));
+    const __m256d ca = _mm256_fmadd_pd(z, pc, _mm256_set1_pd(1.0));
+    /* quadrant q = k & 3: swap on odd q, sin negated for q = 2, 3, cos for 1, 2 */
+    const __m128i q = _mm_and_si128(_mm256_cvtpd_epi32(k), _mm_set1_epi32(3));
+    const __m256d odd = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_cmpeq_epi32(_mm_and_si128(q, _mm_set1_epi32(1)), _mm_set1_epi32(1))));
+    const __m256d neg_s = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_cmpeq_epi32(_mm_and_si128(q, _mm_set1_epi32(2)), _mm_set1_epi32(2))));
+    const __m128i q1 = _mm_add_epi32(q, _mm_set1_epi32(1));
+    const __m256d neg_c = _mm256_castsi256_pd(_mm256_cvtepi32_epi64(_mm_cmpeq_epi32(_mm_and_si128(q1, _mm_set1_epi32(2)), _mm_set1_epi32(2))));
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    *sn = _mm256_xor_pd(_mm256_blendv_pd(sa, ca, odd), _mm256_and_pd(neg_s, sign));
+    *cs = _mm256_xor_pd(_mm256_blendv_pd(ca, sa, odd), _mm256_and_pd(neg_c, sign));
+}
+
+/* Lanes l0 .. l0+3 of r[4][8]: z_even and z_odd of those 4 blocks. */
+static inline void box_muller4(uint32_t r[4][8], int l0, double *ze, double *zo) {
+    const __m128i w0 = _mm_loadu_si128((const __m128i *)(r[0] + l0)), w1 = _mm_loadu_si128((const __m128i *)(r[1] + l0));
+    const __m128i w2 = _mm_loadu_si128((const __m128i *)(r[2] + l0)), w3 = _mm_loadu_si128((const __m128i *)(r[3] + l0));
+    const __m256d u1 = _mm256_mul_pd(_mm256_add_pd(bits53_pd(w0, w1), _mm256_set1_pd(1.0)), _mm256_set1_pd(0x1p-53));
+    const __m256d u2 = _mm256_mul_pd(bits53_pd(w2, w3), _mm256_set1_pd(0x1p-53));
+    const __m256d rad = _mm256_sqrt_pd(_mm256_mul_pd(_mm256_set1_pd(-2.0), bm_log_v(u1)));
+    __m256d sn, cs;
+    bm_sincos2pi_v(u2, &sn, &cs);
+    _mm256_storeu_pd(ze, _mm256_mul_pd(rad, cs));
+    _mm256_storeu_pd(zo, _mm256_mul_pd(rad, sn));
+}
 
 static inline __m256i mulhi_lo(__m256i a, __m256i m, __m256i *lo) {
     /* 32x32 -> 64 products of all 8 lanes: even lanes directly, odd lanes shifted down. */
@@ -574,15 +663,16 @@ static void normal_noise_avx2(uint64_t seed, uint64_t index, int64_t j0, int64_t
     const double tempd = temp;
     const uint64_t first = (uint64_t)j0, last = (uint64_t)(j0 + n); /* elements [first, last) */
     uint32_t r[4][V];
+    double ze[V], zo[V];
     for (uint64_t b = first >> 1; 2 * b < last; b += V) {
         philox8(k0, k1, b, index, r);
+        box_muller4(r, 0, ze, zo);
+        box_muller4(r, 4, ze + 4, zo + 4);
         for (int l = 0; l < V; l++) {
             const uint64_t jb = 2 * (b + (uint64_t)l);
             if (jb >= last) break;
-            double z0, z1;
-            gt_box_muller(r[0][l], r[1][l], r[2][l], r[3][l], &z0, &z1);
-            if (jb >= first) out[jb - first] = (float)(tempd * z0);
-            if (jb + 1 >= first && jb + 1 < last) out[jb + 1 - first] = (float)(tempd * z1);
+            if (jb >= first) out[jb - first] = (float)(tempd * ze[l]);
+            if (jb + 1 >= first && jb + 1 < last) out[jb + 1 - first] = (float)(tempd * zo[l]);
         }
     }
 }

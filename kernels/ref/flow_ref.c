@@ -117,18 +117,20 @@ static void philox4x32(const uint32_t ctr_in[4], const uint32_t key_in[2], uint3
     out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
-/* gt_box_muller (kernels.h) on one Philox block; element j uses
- * block j/2 and takes the cosine (even j) or the sine (odd j) branch. */
+/* gt_box_muller (kernels.h) on one Philox block; element j uses block j/2
+ * and takes the cosine (even j) or the sine (odd j) branch. One block per
+ * pair of elements, both written. */
 static void normal_noise_ref(uint64_t seed, uint64_t index, int64_t j0, int64_t n, float temp, float *out) {
     const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
-    for (int64_t k = 0; k < n; k++) {
+    for (int64_t k = 0; k < n;) {
         const uint64_t j = (uint64_t)(j0 + k);
         const uint32_t ctr[4] = {(uint32_t)(j >> 1), (uint32_t)(j >> 33), (uint32_t)index, (uint32_t)(index >> 32)};
         uint32_t r[4];
         philox4x32(ctr, key, r);
         double z0, z1;
         gt_box_muller(r[0], r[1], r[2], r[3], &z0, &z1);
-        out[k] = (float)(temp * ((j & 1) ? z1 : z0));
+        if (!(j & 1)) out[k++] = (float)(temp * z0);
+        if (k < n) out[k++] = (float)(temp * z1);
     }
 }
 
