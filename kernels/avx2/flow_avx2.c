@@ -203,18 +203,22 @@ static void affine_block(const float *A, const float *b, int C, const float *x, 
 
 /* C <= 4: one output row at a time over the whole image, like ref, so that
  * y is written as one stream (interleaving C output rows halved the DRAM
- * bandwidth when streaming images). */
-static void affine_small(const float *A, const float *b, int C, int64_t hw, const float *x, float *y) {
+ * bandwidth when streaming images). C is a constant in each instance, so
+ * the row of A stays in registers. */
+static ALWAYS_INLINE void affine_small(const float *A, const float *b, int C, int64_t hw, const float *x, float *y) {
     for (int o = 0; o < C; o++) {
         float *yo = y + (int64_t)o * hw;
         const float *Ao = A + (int64_t)o * C;
+        __m256 a[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < C; i++) a[i] = _mm256_broadcast_ss(Ao + i);
         int64_t p = 0;
         for (; p + 2 * V <= hw; p += 2 * V) {
             __m256 a0 = _mm256_broadcast_ss(b + o), a1 = a0;
+#pragma GCC unroll 4
             for (int i = 0; i < C; i++) {
-                const __m256 a = _mm256_broadcast_ss(Ao + i);
-                a0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + (int64_t)i * hw + p), a0);
-                a1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + (int64_t)i * hw + p + V), a1);
+                a0 = _mm256_fmadd_ps(a[i], _mm256_loadu_ps(x + (int64_t)i * hw + p), a0);
+                a1 = _mm256_fmadd_ps(a[i], _mm256_loadu_ps(x + (int64_t)i * hw + p + V), a1);
             }
             _mm256_storeu_ps(yo + p, a0);
             _mm256_storeu_ps(yo + p + V, a1);
@@ -241,9 +245,12 @@ static void affine_pack(const float *x, int C, int64_t hw, int64_t p0, int64_t n
 
 static void affine_avx2(const float *A, const float *b, int C, int64_t hw, const float *x, float *y) {
     float buf[AFFINE_BUF] __attribute__((aligned(32)));
-    if (C <= 4) {
-        affine_small(A, b, C, hw, x, y);
-        return;
+    switch (C) {
+    case 1: affine_small(A, b, 1, hw, x, y); return;
+    case 2: affine_small(A, b, 2, hw, x, y); return;
+    case 3: affine_small(A, b, 3, hw, x, y); return;
+    case 4: affine_small(A, b, 4, hw, x, y); return;
+    default: break;
     }
     if (C > AFFINE_BUF / V) { /* no room for a padded tail: scalar */
         const int64_t full = hw / V * V;
