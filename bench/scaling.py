@@ -69,11 +69,13 @@ def machine_info(work):
         try:
             info[key] = int(fields.get(k, ""))
         except ValueError:
-            info[key] = None
+            info[key] = os.cpu_count() if key == "cpus" else None
     info["caches"] = {k: fields[k] for k in ("L1d cache", "L2 cache", "L3 cache") if k in fields}
     flags = ""
     with open("/proc/cpuinfo") as f:
         for line in f:
+            if line.startswith("model name") and info["model_name"] == "unknown":
+                info["model_name"] = line.split(":", 1)[1].strip()
             if line.startswith("flags"):
                 flags = " " + line.split(":", 1)[1].strip() + " "
                 break
@@ -122,13 +124,32 @@ def onnx_export(module, args, path, in_name, out_name):
             raise
         log("  TorchScript ONNX exporter failed (%s: %s); trying dynamo=True, opset 18"
             % (type(e).__name__, str(e)[:300]))
+        plain_actnorm(module)
         kw.update(dynamo=True, opset_version=18)
         torch.onnx.export(module, args, path, **kw)
         return "dynamo exporter, opset 18"
 
 
-def prepare(a, arch, work, state):
-    """model.pt (random_model), model.glow (models/export.py) and density.onnx in work."""
+def plain_actnorm(module):
+    """ActNorm.forward without its data-dependent first-call initialisation
+    (`if self.initialized.item() == 0`), which torch.export cannot trace; every
+    ActNorm of a loaded model is initialised, so the function is the same."""
+    import glow
+    import torch
+
+    def fwd(self, x):
+        return self.scale * (x + self.loc), x.shape[2] * x.shape[3] * torch.sum(torch.log(torch.abs(self.scale)))
+    for m in module.modules():
+        if isinstance(m, glow.ActNorm):
+            assert int(m.initialized) == 1, "ActNorm not initialised"
+            m.forward = types.MethodType(fwd, m)
+
+
+def prepare(a, arch, work, state, want_sample):
+    """model.pt (random_model), then in parallel processes: model.glow
+    (models/export.py), density.onnx and sample.onnx (export_job; the
+    TorchScript exporter runs on one core for minutes at cifar's size). Returns
+    the running jobs: wait_jobs() collects them before anything is timed."""
     import torch
     import compare_common as cc
     import glow
@@ -142,40 +163,93 @@ def prepare(a, arch, work, state):
     del m
     state["prep"]["random_model_s"] = time.time() - t
     log("  %.1f s, %.0f MB" % (time.time() - t, os.path.getsize(sd_path) / 1e6))
-    glow_path = os.path.join(work, "model.glow")
-    t = time.time()
-    cmd = [PY, os.path.join(ROOT, "models", "export.py"), "rosinality", sd_path, "-o", glow_path, "--image-size",
-           str(arch["size"]), "--n-bits", "8"]
-    if not a.export_check:
-        cmd.append("--no-check")
-    log("models/export.py -> model.glow%s" % ("" if a.export_check else " (--no-check: the engines are checked "
-                                              "against float64 below)"))
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    state["prep"]["export_glow_s"] = time.time() - t
-    if r.returncode != 0:
-        state["failed"]["glowrt"] = "models/export.py failed: " + (r.stderr or r.stdout).strip()[-800:]
-        log("  FAILED: " + state["failed"]["glowrt"])
-    else:
-        log("  %.1f s, %.0f MB" % (time.time() - t, os.path.getsize(glow_path) / 1e6))
-    model, info = cc.build_model(sd_path)
+    _, info = cc.build_model(sd_path)
     state["info"] = {k: v for k, v in info.items() if k != "lu_flags"}
-    if "ort" in state["engines"] and "ort" not in state["failed"]:
-        t = time.time()
-        log("ONNX density graph (1x1 convs precomputed, W^-1 in float64)")
+    jobs = []
+
+    def start(name, cmd, engine):
+        f = open(os.path.join(work, "job_%s.log" % name), "w")
+        jobs.append(dict(name=name, engine=engine, t=time.time(), log=f.name,
+                         p=subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)))
+        f.close()
+    for f in ("model.glow", "density.onnx", "sample.onnx"):
+        if os.path.exists(os.path.join(work, f)):
+            os.remove(os.path.join(work, f))
+    if "glowrt" in state["engines"] and "glowrt" not in state["failed"]:
+        cmd = [PY, os.path.join(ROOT, "models", "export.py"), "rosinality", sd_path, "-o",
+               os.path.join(work, "model.glow"), "--image-size", str(arch["size"]), "--n-bits", "8"]
+        if not a.export_check:
+            cmd.append("--no-check")
+        start("glow", cmd, "glowrt")
+    if "ort" in state["engines"] and ("ort" not in state["failed"] or a.force_onnx):
+        start("onnx-density", [PY, os.path.abspath(__file__), "--job", "onnx-density", "--work", work,
+                               "--arch", a.arch], "ort")
+        if want_sample:
+            start("onnx-sample", [PY, os.path.abspath(__file__), "--job", "onnx-sample", "--work", work,
+                                  "--arch", a.arch], "ort-sample")
+    log("started in parallel: %s (models/export.py%s; ONNX opset 13, 1x1 convs precomputed, W^-1 in float64)"
+        % (", ".join(j["name"] for j in jobs), "" if a.export_check else " --no-check: the engines are checked "
+           "against float64 below"))
+    return jobs
+
+
+def wait_jobs(jobs, state, limit_s):
+    """Wait for the preparation processes, each killed past limit_s seconds
+    from the start (the sampling graph's 45 s after the density graph's: an
+    exporter still running would perturb the timings); a failed one marks its
+    engine failed."""
+    done_density = None
+    for j in jobs:
+        lim = limit_s
+        if j["name"] == "onnx-sample" and done_density:
+            lim = min(limit_s, done_density - T0 + 45)
         try:
-            cc.precompute(model)
-            import warnings
-            warnings.filterwarnings("ignore")
-            with torch.no_grad():
-                ex = torch.rand(2, info["in_channels"], arch["size"], arch["size"]) - 0.5
-                how = onnx_export(cc.Density(model), (ex,), os.path.join(work, "density.onnx"), "x", "log_p")
-            state["onnx_exporter"] = how
-            check_onnx(os.path.join(work, "density.onnx"))
-            log("  %.1f s (%s)" % (time.time() - t, how))
-        except Exception as e:  # noqa: BLE001
-            state["failed"]["ort"] = "ONNX export failed: %s: %s" % (type(e).__name__, str(e)[:500])
-            log("  FAILED: " + state["failed"]["ort"])
-        state["prep"]["onnx_density_s"] = time.time() - t
+            j["p"].wait(timeout=max(1, lim - (time.time() - T0)))
+            rc = j["p"].returncode
+        except subprocess.TimeoutExpired:
+            j["p"].kill()
+            j["p"].wait()
+            rc = "killed: still running %.0f s after the start" % (time.time() - T0)
+        dt = time.time() - j["t"]
+        if j["name"] == "onnx-density":
+            done_density = time.time()
+        state["prep"][j["name"] + "_s"] = dt
+        tail = open(j["log"]).read().strip()
+        if rc != 0:
+            why = "%s failed (%s): %s" % (j["name"], rc, tail[-600:])
+            if j["engine"] == "ort-sample":
+                state["sample_failed_ort"] = why
+            else:
+                state["failed"][j["engine"]] = why
+            log("  FAILED: " + why)
+        else:
+            last = tail.splitlines()[-1] if tail else ""
+            log("  %s done: %.1f s %s" % (j["name"], dt, last if j["name"].startswith("onnx") else ""))
+            if j["name"] == "onnx-density":
+                state["onnx_exporter"] = last
+
+
+def export_job(job, work, arch_name):
+    """--job onnx-density|onnx-sample: one ONNX graph of work/model.pt."""
+    import warnings
+    import torch
+    import compare_common as cc
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    s = compare.ARCHS[arch_name]["size"]
+    t = time.time()
+    model, info = cc.build_model(os.path.join(work, "model.pt"))
+    cc.precompute(model)
+    c = info["in_channels"]
+    with torch.no_grad():
+        if job == "onnx-density":
+            path = os.path.join(work, "density.onnx")
+            how = onnx_export(cc.Density(model), (torch.rand(2, c, s, s) - 0.5,), path, "x", "log_p")
+        else:
+            path = os.path.join(work, "sample.onnx")
+            how = onnx_export(cc.Sampler(model, s, s), (torch.randn(2, c * s * s) * 0.7,), path, "eps", "x")
+    check_onnx(path)
+    print("%s, %.0f MB, %.1f s" % (how, os.path.getsize(path) / 1e6, time.time() - t), flush=True)
 
 
 def check_onnx(path):
@@ -198,35 +272,19 @@ def reference_density(work, x):
                           for i in range(0, len(x), 16)]).numpy()
 
 
-def prepare_sampling(a, arch, work, xs, state):
-    """sample.onnx, eps = float64 encode of other images (as bench/compare
-    --eps encode: an untrained random Glow's inverse overflows on prior
-    draws) and the float64 decode of eps."""
+def reference_sampling(work, xs, size):
+    """eps = float64 encode of other images (as bench/compare --eps encode: an
+    untrained random Glow's inverse overflows on prior draws) -> eps.f32, and
+    the float64 decode of eps."""
     import torch
     import compare_common as cc
     torch.set_num_threads(os.cpu_count())
-    s = arch["size"]
-    model, info = cc.build_model(os.path.join(work, "model.pt"))
+    model, _ = cc.build_model(os.path.join(work, "model.pt"))
     m64 = model.double()
     with torch.no_grad():
         eps = torch.cat([m64.encode(torch.from_numpy(xs[i:i + 16]).double()) for i in range(0, len(xs), 16)])
-        ref_x = torch.cat([cc.Sampler(m64, s, s)(eps[i:i + 16]) for i in range(0, len(eps), 16)]).numpy()
-    eps32 = np.ascontiguousarray(eps.float().numpy())
-    eps32.tofile(os.path.join(work, "eps.f32"))
-    if "ort" in state["engines"] and "ort" not in state["failed"]:
-        t = time.time()
-        model, _ = cc.build_model(os.path.join(work, "model.pt"))
-        cc.precompute(model)
-        try:
-            with torch.no_grad():
-                ee = torch.from_numpy(eps32[:2].copy())
-                onnx_export(cc.Sampler(model, s, s), (ee,), os.path.join(work, "sample.onnx"), "eps", "x")
-            check_onnx(os.path.join(work, "sample.onnx"))
-            log("  ONNX sampling graph: %.1f s" % (time.time() - t))
-        except Exception as e:  # noqa: BLE001
-            state["sample_failed_ort"] = "ONNX export failed: %s: %s" % (type(e).__name__, str(e)[:500])
-            log("  FAILED: " + state["sample_failed_ort"])
-        state["prep"]["onnx_sample_s"] = time.time() - t
+        ref_x = torch.cat([cc.Sampler(m64, size, size)(eps[i:i + 16]) for i in range(0, len(eps), 16)]).numpy()
+    np.ascontiguousarray(eps.float().numpy()).tofile(os.path.join(work, "eps.f32"))
     if not np.all(np.isfinite(ref_x)):
         raise RuntimeError("the float64 decode of eps is not finite")
     return ref_x
@@ -322,7 +380,7 @@ def analyse(state):
     wait = state["wait"]
     tg = {}
     g16 = key.get(("glowrt", "density", 16, tmax, wait))
-    peers = [key[k] for k in key if k[0] in PEERS and k[1:] == ("density", 16, tmax, wait)]
+    peers = [key[k] for k in key if k[0] in PEERS and k[1:] == ("density", 16, tmax, wait) and key[k]["agree"]]
     best_peer = min(peers, key=lambda r: r["ms_per_image"]) if peers else None
     tg["ms_per_image"] = dict(target="glowrt <= 12 ms/image at %d threads, batch 16 (density)" % tmax,
                               value=g16["ms_per_image"] if g16 else None,
@@ -415,6 +473,7 @@ def chart(state, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
     rows = [r for r in state["rows"] if "error" not in r and r["mode"] == "density" and r["wait"] == state["wait"]]
     colors = {"glowrt": "#d62728", "ort": "#1f77b4", "torch": "#7f7f7f", "torch-precomp": "#bcbd22"}
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.3), dpi=90)
@@ -441,6 +500,8 @@ def chart(state, path):
         a_.set_xlabel("threads")
         a_.grid(alpha=0.3)
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_ylabel("images / s (density, higher is better)")
     ax2.set_ylabel("parallel efficiency %")
     ax2.axhline(60, color="k", lw=0.8, ls=":")
@@ -498,8 +559,13 @@ def main():
                     "are skipped")
     ap.add_argument("--hard-limit", type=float, default=500, help="seconds from start after which nothing new "
                     "starts (each run is also killed at this limit)")
+    ap.add_argument("--main-pass-s", type=float, default=170, help="seconds kept for the main pass: preparation "
+                    "(the ONNX export above all) is killed at --hard-limit minus this")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--export-check", action="store_true", help="let models/export.py run its float64 self-check")
+    ap.add_argument("--job", choices=["onnx-density", "onnx-sample"], help=argparse.SUPPRESS)
+    ap.add_argument("--force-onnx", action="store_true", help="export the ONNX graphs even when onnxruntime "
+                    "does not import (to test the export)")
     ap.add_argument("--glowrt-exe", default="", help="compare_glowrt driver (bench/compare_glowrt.c)")
     ap.add_argument("--glowrt-cli", default="", help="the glowrt CLI (for --extra profile)")
     ap.add_argument("--ld-path", default="", help="LD_LIBRARY_PATH for the glowrt processes (unpacked oneDNN)")
@@ -509,6 +575,8 @@ def main():
     ap.add_argument("--started", type=float, default=None, help="epoch seconds the whole job started (budgets "
                     "count from it)")
     a = ap.parse_args()
+    if a.job:
+        return export_job(a.job, a.work, a.arch)
     global T0
     if a.started:
         T0 = a.started
@@ -560,7 +628,8 @@ def main():
                         torch=torch.__version__, numpy=np.__version__, ort=ort_version, wait=a.wait, bind=a.bind,
                         load_start=compare.loadavg(), build=a.build_info, argv=sys.argv[1:])
     state["flops"] = 0.0
-    prepare(a, arch, a.work, state)
+    want_sample = "sample" in extras
+    jobs = prepare(a, arch, a.work, state, want_sample)
     import compare_common as cc
     state["flops"] = cc.flops_per_image(state["info"], arch["size"], arch["size"])
     state["env"]["model"] = state["info"]
@@ -577,6 +646,18 @@ def main():
     state["prep"]["reference_s"] = time.time() - t
     log("float64 reference on %d images: %.1f s (log_p %.1f .. %.1f nats)" % (len(x), time.time() - t, ref_lp.min(),
                                                                                 ref_lp.max()))
+    ref_x = None
+    if want_sample:
+        t = time.time()
+        try:
+            ref_x = reference_sampling(a.work, xs, arch["size"])
+            log("float64 encode + decode of %d other images (sampling reference): %.1f s" % (len(xs), time.time() - t))
+        except Exception as e:  # noqa: BLE001
+            log("sampling reference failed: %s: %s" % (type(e).__name__, e))
+            state["env"]["sample_error"] = "%s: %s" % (type(e).__name__, str(e)[:300])
+        state["prep"]["reference_sampling_s"] = time.time() - t
+    log("waiting for %s" % ", ".join(j["name"] for j in jobs))
+    wait_jobs(jobs, state, a.hard_limit - a.main_pass_s)
     write(state, a)
 
     def left(limit):
@@ -614,17 +695,10 @@ def main():
         for b in batches:
             for e in ("glowrt", "torch"):
                 go(e, "density", b, tmax, wait=other, optional=True)
-    if "sample" in extras and left(a.budget) > 0:
+    if want_sample and ref_x is not None and left(a.budget) > 0:
         log("extra: sampling at %d threads, batch 16" % tmax)
-        try:
-            t = time.time()
-            ref_x = prepare_sampling(a, arch, a.work, xs, state)
-            state["prep"]["sampling_s"] = time.time() - t
-            for e in ("glowrt", "ort", "torch", "torch-precomp"):
-                go(e, "sample", 16, tmax, ref=ref_x, optional=True)
-        except Exception as e:  # noqa: BLE001
-            log("sampling preparation failed: %s: %s" % (type(e).__name__, e))
-            state["env"]["sample_error"] = "%s: %s" % (type(e).__name__, str(e)[:300])
+        for e in ("glowrt", "ort", "torch", "torch-precomp"):
+            go(e, "sample", 16, tmax, ref=ref_x, optional=True)
     if "torch-scaling" in extras and len(threads) > 1:
         cand = [r for r in state["rows"] if "error" not in r and r["engine"].startswith("torch") and
                 r["mode"] == "density" and r["batch"] == 16 and r["threads"] == tmax and r["wait"] == a.wait]
