@@ -237,8 +237,8 @@ def wait_jobs(jobs, state, limit_s):
         else:
             last = tail.splitlines()[-1] if tail else ""
             log("  %s done: %.1f s %s" % (j["name"], dt, last if j["name"].startswith("onnx") else ""))
-            if j["name"] == "onnx-density":
-                state["onnx_exporter"] = last
+            if j["name"] in ("onnx-density", "onnx-sample"):
+                state["env"][j["name"].replace("-", "_")] = last
 
 
 def export_job(job, work, arch_name):
@@ -433,8 +433,10 @@ def markdown(state):
     L.append("- %s, commit %s; Python %s, PyTorch %s, ONNX Runtime %s, numpy %s; glowrt ISA %s; %s"
              % (env["date"], env["commit"], env["python"], env["torch"], env.get("ort") or "unavailable",
                 env["numpy"], env.get("glowrt_isa") or "?", env.get("build") or ""))
-    L.append("- weights: random_model(seed=%d); inputs: %s; work %.3f GFLOP per image per direction"
-             % (env["seed"], env["data"], state["flops"] / 1e9))
+    L.append("- weights: random_model(seed=%d); inputs: %s; work %.3f GFLOP per image per direction; ONNX "
+             "density graph: %s; sampling graph: %s" % (env["seed"], env["data"], state["flops"] / 1e9,
+                                                        env.get("onnx_density", "none"),
+                                                        env.get("onnx_sample", "none")))
     L.append("- OMP_WAIT_POLICY=%s for glowrt and PyTorch (libgomp; bench/compare's default is PASSIVE); ONNX Runtime "
              "uses its own pool (spinning by default). %s"
              % (state["wait"].upper(), "OMP_PROC_BIND=close, OMP_PLACES=cores" if env["bind"] else "no pinning"))
