@@ -164,7 +164,8 @@ static ALWAYS_INLINE void affine_tile(const float *A, const float *b, int C, con
  * padded); the last < 8 pixels go through a copy: masked stores
  * (vmaskmovps) are slow on AMD when streaming. Meanwhile rows o .. o+R-1
  * of pf (rows ys apart, npf pixels) are prefetched: over all the row
- * blocks, that is all of the next chunk of x (see affine_avx2). */
+ * blocks, that is all of the next piece of x (see affine_avx2). Prefetching
+ * y for writing as well was slower (measured). */
 static ALWAYS_INLINE void affine_rows(const float *A, const float *b, int C, const float *x, int64_t xs, float *y,
                                       int64_t ys, int o, int R, int64_t np, const float *pf, int64_t npf) {
     float *yo = y + (int64_t)o * ys;
@@ -267,7 +268,8 @@ static void affine_avx2(const float *A, const float *b, int C, int64_t hw, const
         /* Straight from x, 16 pixels at a time for every output row, so
          * that those columns of x stay in L1; the last < 8 pixels padded. */
         int64_t p = 0;
-        for (; p + 2 * V <= hw; p += 2 * V) affine_block(A, b, C, x + p, hw, y + p, hw, 2 * V, x, 0);
+        for (; p + 2 * V <= hw; p += 2 * V) /* prefetching the next 16 pixels' column */
+            affine_block(A, b, C, x + p, hw, y + p, hw, 2 * V, x + p + 2 * V, p + 4 * V <= hw ? 2 * V : 0);
         if (p + V <= hw) {
             affine_block(A, b, C, x + p, hw, y + p, hw, V, x, 0);
             p += V;
