@@ -706,9 +706,11 @@ def main():
         write(state, a)
         return row
 
-    # main pass: density, every thread count, interleaved engines
-    log("main pass: density, threads %s, batches %s, OMP_WAIT_POLICY=%s" % (threads, batches, a.wait.upper()))
-    for t in threads:
+    # main pass: density, every thread count (the largest first: the targets are read there; then 1, 2, ...),
+    # engines interleaved
+    order = [tmax] + [t for t in threads if t != tmax]
+    log("main pass: density, threads %s, batches %s, OMP_WAIT_POLICY=%s" % (order, batches, a.wait.upper()))
+    for t in order:
         for b in batches:
             for e in ("glowrt", "ort", "torch", "torch-precomp"):
                 if e.startswith("torch") and t not in torch_threads:
