@@ -378,13 +378,16 @@ Test(simd, affine_channel_and_width_sweep) {
     for (size_t a = 0; a < sizeof glow / sizeof glow[0]; a++)
         for (size_t b = 0; b < sizeof ghw / sizeof ghw[0]; b++) check_affine(S, glow[a], ghw[b]);
     /* avx2 packs chunks of x when hw is a multiple of 512 (chunk widths
-     * that do not divide hw), and has separate paths for C > 256 and > 512. */
+     * that do not divide hw), takes 32-pixel columns up to C = 192, and has
+     * separate paths for C > 512 and > 1024. */
     const int pc[] = {5, 12, 13, 24, 48, 100, 257};
     const int64_t phw[] = {512, 1024, 1536};
     for (size_t a = 0; a < sizeof pc / sizeof pc[0]; a++)
         for (size_t b = 0; b < sizeof phw / sizeof phw[0]; b++) check_affine(S, pc[a], phw[b]);
-    check_affine(S, 300, 17);
+    check_affine(S, 513, 512);
+    check_affine(S, 193, 70);
     check_affine(S, 520, 9);
+    check_affine(S, 1030, 3);
 }
 
 /* raw values: random plus the edges of exp's range. */
