@@ -5,9 +5,10 @@
  *
  * Agreement with ref: squeeze, unsqueeze, add, edge_bias and normal_noise
  * are bit-identical (normal_noise: the same IEEE steps as kernels.h's
- * gt_box_muller, lane by lane); affine differs by FMA rounding; exp / log1p / sigmoid
- * are Cephes-style polynomials within a few ulp of libm (tests say how
- * many). Sums are accumulated in double in a fixed order that depends only
+ * gt_box_muller, lane by lane); affine differs by FMA rounding; exp /
+ * log1p / sigmoid are Cephes-style polynomials within a few ulp of libm
+ * (tests say how many); gauss_logp forms each term in float. Sums are
+ * accumulated in double in a fixed order that depends only
  * on n: element i goes to lane i mod 8 (two 4-double accumulators), the
  * lanes are reduced as ((l0+l4)+(l1+l5)) + ((l2+l6)+(l3+l7)), the tail
  * (n mod 8 elements) is one more zero-padded block. */
