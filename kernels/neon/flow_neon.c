@@ -341,8 +341,8 @@ static void edge_bias_neon(float *out, const float *e, int C, int H, int W, int 
     if (relu) relu_neon(out, (int64_t)C * H * W);
 }
 
-/* ---- normal noise: Philox4x32-10 on 4 blocks at once, Box-Muller per pair
- * in double with libm, as ref: bit-identical to ref. ---- */
+/* ---- normal noise: Philox4x32-10 on 4 blocks at once, then kernels.h's
+ * gt_box_muller per pair, as ref: bit-identical to ref. ---- */
 
 static inline uint32x4_t mulhi(uint32x4_t a, uint32x4_t m) {
     return vcombine_u32(vshrn_n_u64(vmull_u32(vget_low_u32(a), vget_low_u32(m)), 32), vshrn_n_u64(vmull_high_u32(a, m), 32));
