@@ -256,6 +256,7 @@ Test(kernels, noise_bits_are_fixed) {
                                      0x3e7b6487u, 0xbf0f9cdeu, 0xbd1f8bdau, 0x3e4c5caeu};
     const gt_kernels *ks[2] = {&gt_kernels_ref, kernels_select(&(const char *){NULL})};
     for (int t = 0; t < 2; t++) {
+        if (!ks[t]) continue; /* GLOWRT_ISA names an ISA this machine lacks */
         float o[8];
         ks[t]->normal_noise(42, 7, 1000001, 8, 0.7f, o);
         for (int i = 0; i < 8; i++) {
