@@ -372,10 +372,12 @@ def main():
     peak = used * ghz * 2 * 8 * 2 * 1e9  # cores x GHz x 2 FMA units x 8 FP32 lanes x 2 FLOP
 
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONPATH=HERE)
-    # glowrt's CLI waits passively between parallel regions unless told
-    # otherwise; the driver and PyTorch (both on libgomp) get the same, unless
-    # the caller's environment says. ONNX Runtime has its own thread pool.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # glowrt's CLI spins briefly between parallel regions (GOMP_SPINCOUNT=1000,
+    # runtime/cli/main.c) unless told otherwise; the driver and PyTorch (both
+    # on libgomp) get the same, unless the caller's environment sets a wait
+    # policy. ONNX Runtime has its own thread pool.
+    if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+        env["GOMP_SPINCOUNT"] = "1000"
     rows = []
     outs = {}
     for mode in modes:

@@ -5,7 +5,7 @@ bench/device-scaling, which builds glowrt first; see bench/README.md
 
     python3 bench/scaling.py --glowrt-exe build/bench/compare_glowrt [--glowrt-cli build/glowrt]
         [--arch cifar|tiny] [--threads 1,2,4,8,16] [--batches 16,1] [--torch-threads 16]
-        [--wait passive|active] [--budget S] [--out DIR] [--work DIR]
+        [--wait spin|passive|active] [--budget S] [--out DIR] [--work DIR]
 
 Same weights, inputs, tolerance and per-process timing as bench/compare (its
 ARCHS, make_inputs, compare_common's model code and drivers): random_model
@@ -309,8 +309,14 @@ def run_one(a, state, e, mode, b, threads, n, reps, work, ref, wait, timeout):
     inp = os.path.join(work, "x.f32" if mode == "density" else "eps.f32")
     tag = "%s_%s_b%d_t%d_%s" % (e, mode, b, threads, wait)
     out = os.path.join(work, "out_%s.bin" % tag)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_WAIT_POLICY=wait.upper(),
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("OMP_WAIT_POLICY", None)
+    env.pop("GOMP_SPINCOUNT", None)
+    if wait == "spin":  # glowrt's CLI default and bench/compare's: a short spin, then sleep
+        env["GOMP_SPINCOUNT"] = "1000"
+    else:
+        env["OMP_WAIT_POLICY"] = wait.upper()
     if a.bind:
         env.update(OMP_PROC_BIND="close", OMP_PLACES="cores")
     if e == "glowrt":
@@ -437,7 +443,7 @@ def markdown(state):
              "density graph: %s; sampling graph: %s" % (env["seed"], env["data"], state["flops"] / 1e9,
                                                         env.get("onnx_density", "none"),
                                                         env.get("onnx_sample", "none")))
-    L.append("- OMP_WAIT_POLICY=%s for glowrt and PyTorch (libgomp; bench/compare's default is PASSIVE); ONNX Runtime "
+    L.append("- wait policy %s for glowrt and PyTorch (libgomp; spin = GOMP_SPINCOUNT=1000, bench/compare's default); ONNX Runtime "
              "uses its own pool (spinning by default). %s"
              % (state["wait"].upper(), "OMP_PROC_BIND=close, OMP_PLACES=cores" if env["bind"] else "no pinning"))
     L.append("- timing: one process per row; load, one warm-up batch, then the repeats over the images; median "
@@ -570,8 +576,9 @@ def main():
                     "PyTorch at the other OMP_WAIT_POLICY), sample (sampling, max threads, batch 16), "
                     "torch-scaling (the faster PyTorch variant at the other thread counts, batch 16), profile "
                     "(glowrt bench --profile)")
-    ap.add_argument("--wait", default="passive", choices=["passive", "active"],
-                    help="OMP_WAIT_POLICY of glowrt and PyTorch (bench/compare: PASSIVE)")
+    ap.add_argument("--wait", default="spin", choices=["spin", "passive", "active"],
+                    help="how glowrt's and PyTorch's OpenMP threads wait: spin = GOMP_SPINCOUNT=1000 "
+                         "(glowrt's CLI and bench/compare's default), or that OMP_WAIT_POLICY")
     ap.add_argument("--bind", action="store_true", help="OMP_PROC_BIND=close OMP_PLACES=cores for glowrt, PyTorch")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--images-b1", type=int, default=4, help="images per repeat at batch 1")
@@ -716,7 +723,7 @@ def main():
                 if e.startswith("torch") and t not in torch_threads:
                     continue
                 go(e, "density", b, t)
-    other = "active" if a.wait == "passive" else "passive"
+    other = "active" if a.wait != "active" else "spin"
     if "wait" in extras:
         log("extra: OMP_WAIT_POLICY=%s at %d threads" % (other.upper(), tmax))
         for b in batches:
