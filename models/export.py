@@ -4,8 +4,9 @@
         --image-size 28 --n-bits 8
 
 Source formats: `rosinality` (a rosinality/glow-pytorch state_dict, keys with or
-without the 'module.' prefix; also the layout of models/glow.py). Everything is
-folded in float64 and rounded to float32 once. Refuses (exit 2, one line) a
+without the 'module.' prefix; also the layout of models/glow.py), `y0ast` (an
+unconditional y0ast/Glow-PyTorch state_dict; models/glow_y0ast.py is its
+layout). Everything is folded in float64 and rounded to float32 once. Refuses (exit 2, one line) a
 checkpoint it cannot export faithfully: an actnorm that was never initialised,
 missing or unexpected keys, inconsistent shapes, an image size that 2^n_block
 does not divide.
@@ -238,6 +239,291 @@ def build_rosinality(sd, info):
     return tensors, ops
 
 
+# ---- y0ast/Glow-PyTorch (chaiyujin/glow-pytorch lineage) -----------------
+Y0AST_PERMS = ("invconv", "shuffle", "reverse")
+
+
+def _an_keys(expected, p, c, inited):
+    """An ActNorm2d's keys: bias, logs [1, C, 1, 1] (+ the `inited` flag if stored)."""
+    expected[p + "bias"] = (1, c, 1, 1)
+    expected[p + "logs"] = (1, c, 1, 1)
+    if inited:
+        expected[p + "inited"] = ()
+
+
+def _zeros_keys(expected, p, cin, cout, k=3):
+    """A Conv2dZeros: conv.weight, conv.bias, logs [Co, 1, 1]."""
+    expected[p + "conv.weight"] = (cout, cin, k, k)
+    expected[p + "conv.bias"] = (cout,)
+    expected[p + "logs"] = (cout, 1, 1)
+
+
+def infer_y0ast(sd, flow_permutation=None):
+    """Structure of a y0ast/Glow-PyTorch state_dict; checks the key set and shapes.
+    flow_permutation: what to assume when the steps store no permutation keys
+    (upstream keeps Permute2d's indices as plain attributes)."""
+    cond = sorted(k for k in sd if k.startswith(("project_ycond.", "project_class.")))
+    if cond:
+        raise ExportError("class-conditional model (%s): only unconditional y0ast models are supported" % cond[0])
+    steps, splits = set(), set()
+    for k in sd:
+        m = re.match(r"flow\.layers\.(\d+)\.(.*)$", k)
+        if m:
+            (splits if m.group(2).startswith("conv.") else steps).add(int(m.group(1)))
+        elif not (k == "prior_h" or k.startswith("learn_top_fn.")):
+            raise ExportError("unexpected key %s" % k)
+    if not steps:
+        raise ExportError("no flow.layers.* keys: not a y0ast Glow state_dict")
+    n_block = len(splits) + 1
+    if len(steps) % n_block:
+        raise ExportError("missing keys: %d flow steps for %d levels" % (len(steps), n_block))
+    n_flow = len(steps) // n_block
+    # layer j: level i = [squeeze, K steps, split (not after the last level)]
+    want_steps = {i * (n_flow + 2) + 1 + k for i in range(n_block) for k in range(n_flow)}
+    want_splits = {i * (n_flow + 2) + n_flow + 1 for i in range(n_block - 1)}
+    if steps != want_steps or splits != want_splits:
+        bad = sorted((steps ^ want_steps) | (splits ^ want_splits))
+        raise ExportError("missing keys: layer %d does not fit L=%d K=%d" % (bad[0], n_block, n_flow))
+    j0 = min(steps)
+    k0 = "flow.layers.%d.actnorm.bias" % j0
+    if k0 not in sd:
+        raise ExportError("missing key " + k0)
+    if sd[k0].ndim != 4 or sd[k0].shape[1] % 4:
+        raise ExportError("inconsistent shape of %s: %s" % (k0, sd[k0].shape))
+    c_in = sd[k0].shape[1] // 4
+    kw = "flow.layers.%d.block.0.conv.weight" % j0
+    k4 = "flow.layers.%d.block.4.conv.weight" % j0
+    for k in (kw, k4):
+        if k not in sd:
+            raise ExportError("missing key " + k)
+    hidden = sd[kw].shape[0]
+    if sd[k4].shape[0] == 4 * c_in:
+        affine = True
+    elif sd[k4].shape[0] == 2 * c_in:
+        affine = False
+    else:
+        raise ExportError("inconsistent shape of %s: %s" % (k4, sd[k4].shape))
+    inited = k0[:-len("bias")] + "inited" in sd
+
+    # permutation of each step, from its keys; upstream uses one kind throughout
+    kinds = set()
+    for j in steps:
+        p = "flow.layers.%d." % j
+        if p + "invconv.lower" in sd:
+            kinds.add("lu")
+        elif p + "invconv.weight" in sd:
+            kinds.add("plain")
+        elif p + "shuffle.indices" in sd:
+            kinds.add("shuffle")
+        elif p + "reverse.indices" in sd:
+            kinds.add("reverse")
+        else:
+            kinds.add(None)
+    if len(kinds) != 1:
+        raise ExportError("steps mix permutations (%s)" % ", ".join(sorted(str(k) for k in kinds)))
+    perm = kinds.pop()
+    perm_buffers = perm in ("shuffle", "reverse")
+    if perm is None:
+        # upstream does not save Permute2d's indices: reverse order is known, a shuffle is lost
+        if flow_permutation != "reverse":
+            raise ExportError("the steps store no permutation (upstream does not save Permute2d indices): "
+                              "pass --flow-permutation reverse for a 'reverse' model; a 'shuffle' model's "
+                              "order is lost and cannot be exported")
+        perm = "reverse"
+    elif flow_permutation is not None and flow_permutation != {"lu": "invconv", "plain": "invconv"}.get(perm, perm):
+        raise ExportError("--flow-permutation %s, but the checkpoint's steps are %s" % (flow_permutation, perm))
+    lu_masks = perm == "lu" and ("flow.layers.%d.invconv.l_mask" % j0) in sd
+
+    expected = {}
+    c = c_in
+    for i in range(n_block):
+        C = 4 * c
+        co = C if affine else C // 2
+        for k in range(n_flow):
+            p = "flow.layers.%d." % (i * (n_flow + 2) + 1 + k)
+            _an_keys(expected, p + "actnorm.", C, inited)
+            if perm == "lu":
+                for n, s in (("p", (C, C)), ("sign_s", (C,)), ("lower", (C, C)), ("upper", (C, C)),
+                             ("log_s", (C,))):
+                    expected[p + "invconv." + n] = s
+                if lu_masks:
+                    expected[p + "invconv.l_mask"] = (C, C)
+                    expected[p + "invconv.eye"] = (C, C)
+            elif perm == "plain":
+                # upstream stores [C, C]; accept the conv-shaped [C, C, 1, 1] too
+                w = sd.get(p + "invconv.weight")
+                expected[p + "invconv.weight"] = (C, C, 1, 1) if w is not None and w.ndim == 4 else (C, C)
+            elif perm_buffers:
+                expected[p + perm + ".indices"] = (C,)
+                if p + perm + ".indices_inverse" in sd:
+                    expected[p + perm + ".indices_inverse"] = (C,)
+            q = p + "block."
+            expected[q + "0.conv.weight"] = (hidden, C // 2, 3, 3)
+            _an_keys(expected, q + "0.actnorm.", hidden, inited)
+            expected[q + "2.conv.weight"] = (hidden, hidden, 1, 1)
+            _an_keys(expected, q + "2.actnorm.", hidden, inited)
+            _zeros_keys(expected, q + "4.", hidden, co)
+        if i < n_block - 1:
+            _zeros_keys(expected, "flow.layers.%d.conv." % (i * (n_flow + 2) + n_flow + 1), C // 2, C)
+            c = C // 2
+        else:
+            c = C
+    learn_top = any(k.startswith("learn_top_fn.") for k in sd)
+    if learn_top:
+        _zeros_keys(expected, "learn_top_fn.", 2 * c, 2 * c)
+    ph = sd.get("prior_h")
+    expected["prior_h"] = (1, 2 * c) + (tuple(ph.shape[2:]) if ph is not None and ph.ndim == 4 else (1, 1))
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing:
+        raise ExportError("missing keys (%d), first %s" % (len(missing), missing[0]))
+    if unexpected:
+        raise ExportError("unexpected keys (%d), first %s" % (len(unexpected), unexpected[0]))
+    for k, shape in expected.items():
+        s = tuple(sd[k].shape)
+        if k.endswith("inited"):
+            if int(np.prod(s)) != 1:
+                raise ExportError("inconsistent shape of %s: %s" % (k, s))
+            if int(np.asarray(sd[k]).reshape(-1)[0]) == 0:
+                raise ExportError("%s == 0: actnorm never data-initialised (not a trained model)" % k)
+            continue
+        if s != shape:
+            raise ExportError("inconsistent shape of %s: %s, expected %s" % (k, s, shape))
+        if not np.all(np.isfinite(np.asarray(sd[k], dtype=np.float64))):
+            raise ExportError("non-finite values in %s" % k)
+        if k.endswith("indices") or k.endswith("indices_inverse"):
+            if sorted(np.asarray(sd[k]).astype(np.int64).tolist()) != list(range(shape[0])):
+                raise ExportError("%s is not a permutation" % k)
+    for j in steps:
+        q = "flow.layers.%d.%s." % (j, perm)
+        if q + "indices_inverse" in sd and not np.array_equal(
+                np.argsort(np.asarray(sd[q + "indices"])), np.asarray(sd[q + "indices_inverse"])):
+            raise ExportError("%sindices_inverse does not invert %sindices" % (q, q))
+    if np.any(sd["prior_h"] != 0):
+        raise ExportError("prior_h is not zero: a spatially varying top prior is not supported")
+    return dict(in_channels=c_in, n_block=n_block, n_flow=n_flow, hidden=hidden, affine=affine,
+                perm=perm, lu_masks=lu_masks, perm_buffers=perm_buffers, inited=inited,
+                learn_top=learn_top, top_hw=tuple(sd["prior_h"].shape[2:]),
+                invconv={"lu": "lu", "plain": "plain"}.get(perm, "permutation"))
+
+
+def y0ast_zeros(sd, p):
+    """A Conv2dZeros (zero padding, so no edge table) with exp(3*logs) folded in."""
+    f = np.exp(3.0 * sd[p + "logs"].reshape(-1))
+    return sd[p + "conv.weight"] * f[:, None, None, None], sd[p + "conv.bias"] * f
+
+
+def y0ast_conv_actnorm(sd, p):
+    """Conv (no bias) + ActNorm2d: (conv(x) + bias) * exp(logs) as one conv + bias."""
+    s = np.exp(sd[p + "actnorm.logs"].reshape(-1))
+    return sd[p + "conv.weight"] * s[:, None, None, None], sd[p + "actnorm.bias"].reshape(-1) * s
+
+
+def y0ast_perm_matrix(sd, p, perm, C):
+    """(W, ln|det W|) of a step's permutation: y = W x per pixel."""
+    if perm == "lu":
+        g = lambda k: sd[p + "invconv." + k]  # noqa: E731
+        l_mask = g("l_mask") if p + "invconv.l_mask" in sd else np.tril(np.ones((C, C)), -1)
+        eye = g("eye") if p + "invconv.eye" in sd else np.eye(C)
+        upper = g("upper") * l_mask.T + np.diag(g("sign_s") * np.exp(g("log_s")))
+        return g("p") @ (g("lower") * l_mask + eye) @ upper, float(np.sum(g("log_s")))
+    if perm == "plain":
+        W = sd[p + "invconv.weight"].reshape(C, C)
+        sign, logdet = np.linalg.slogdet(W)
+        if sign == 0:
+            raise ExportError("%sinvconv.weight is singular" % p)
+        return W, float(logdet)
+    key = p + perm + ".indices"
+    idx = np.asarray(sd[key]).astype(np.int64) if key in sd else np.arange(C - 1, -1, -1)
+    W = np.zeros((C, C))
+    W[np.arange(C), idx] = 1.0  # y[i] = x[idx[i]]
+    return W, 0.0
+
+
+def build_y0ast(sd, info):
+    """-> (tensors [(name, float64 array)], ops [(code, ints, f64s, names)])."""
+    tensors, ops = [], []
+
+    def add(name, arr):
+        tensors.append((name, arr))
+        return name
+
+    c = info["in_channels"]
+    hid, K = info["hidden"], info["n_flow"]
+    for i in range(info["n_block"]):
+        ops.append((OP_SQUEEZE, [c], [], []))
+        C = 4 * c
+        for k in range(K):
+            p = "flow.layers.%d." % (i * (K + 2) + 1 + k)
+            pre = "b%d.f%d." % (i, k)
+            logs = sd[p + "actnorm.logs"].reshape(-1)
+            bias = sd[p + "actnorm.bias"].reshape(-1)
+            s = np.exp(logs)
+            W, logdet_w = y0ast_perm_matrix(sd, p, info["perm"], C)
+            A = W @ np.diag(s)
+            b = W @ (s * bias)
+            A_inv = np.linalg.inv(A)
+            if not np.all(np.isfinite(A_inv)):
+                raise ExportError("%s: 1x1 conv not invertible" % p)
+            ops.append((OP_AFFINE, [C], [float(np.sum(logs) + logdet_w)],
+                        [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv),
+                         add(pre + "b_inv", -A_inv @ b)]))
+            q = p + "block."
+            w1, b1 = y0ast_conv_actnorm(sd, q + "0.")
+            w2, b2 = y0ast_conv_actnorm(sd, q + "2.")
+            w3, b3 = y0ast_zeros(sd, q + "4.")
+            if info["affine"]:
+                b3 = b3.copy()
+                b3[1::2] += 2.0  # sigmoid(h[1::2] + 2): scale channels interleaved ("cross")
+            ops.append((OP_COUPLING, [C, hid, 0 if info["affine"] else 1, 1 if info["affine"] else 0], [],
+                        [add(pre + "w1", w1), add(pre + "b1", b1), None, add(pre + "w2", w2),
+                         add(pre + "b2", b2), add(pre + "w3", w3), add(pre + "b3", b3), None]))
+        if i < info["n_block"] - 1:
+            w, b = y0ast_zeros(sd, "flow.layers.%d.conv." % (i * (K + 2) + K + 1))
+            ops.append((OP_SPLIT, [C, 1], [], [add("b%d.split.w" % i, w), add("b%d.split.b" % i, b), None]))
+            c = C // 2
+        elif info["learn_top"]:
+            # Conv2dZeros over the all-zero prior_h, zero padded: its bias everywhere
+            _, b = y0ast_zeros(sd, "learn_top_fn.")
+            # zero edge table: taps outside read zeros (glowfile.Plan wants the tensor present)
+            ops.append((OP_TOP_PRIOR, [C, 0, 1], [], [add("top.b", b), add("top.e", np.zeros((9, 2 * C)))]))
+        else:
+            ops.append((OP_TOP_PRIOR, [C, 0, 0], [], [None, None]))
+    return tensors, ops
+
+
+def self_check_y0ast(path, sd, info, height, width, n=2):
+    """Re-read the file (all CRCs) and run its plan in float64 against
+    models/glow_y0ast.py (loaded strictly with the state_dict) in float64."""
+    import torch
+    from glow_y0ast import Glow as Y0astGlow
+    g = glowfile.read_glow(path, verify=True)
+    perm = "invconv" if info["perm"] in ("lu", "plain") else info["perm"]
+    bufs = [b for b, on in (("inited", info["inited"]), ("lu_masks", info["lu_masks"]),
+                            ("perm", info["perm_buffers"])) if on]
+    model = Y0astGlow(info["in_channels"], info["hidden"], info["n_flow"], info["n_block"], perm,
+                      "affine" if info["affine"] else "additive", info["perm"] == "lu", info["learn_top"],
+                      info["top_hw"], bufs)
+    model = model.double().eval()
+    msd = model.state_dict()
+    # plain weights may be stored conv-shaped; everything else loads as is (strict)
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)).reshape(msd[k].shape).to(msd[k].dtype)
+                           for k, v in sd.items()})
+    model.mark_initialized()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, info["in_channels"], height, width, generator=gen, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        ref = model.log_prob(x)
+        ref_eps = model.encode(x)
+        ll, eps = glowfile.Plan(g).forward(x)
+    d_ll = (ll - ref).abs().max().item()
+    d_eps = (eps - ref_eps).abs().max().item()
+    tol = 1e-4 * ref.abs().max().item() + 1e-2
+    if not (d_ll <= tol and d_eps <= 1e-3):
+        raise ExportError("self-check failed: max|dlog_p| %.3g, max|deps| %.3g" % (d_ll, d_eps))
+    return d_ll, d_eps
+
+
 def train_info(ckpt):
     """train.* metadata from progress.json beside the checkpoint (models/train.py)."""
     prog = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "progress.json")
@@ -306,12 +592,14 @@ def self_check(path, sd, info, height, width, n=2):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("source_format", choices=["rosinality"])
+    ap.add_argument("source_format", choices=["rosinality", "y0ast"])
     ap.add_argument("checkpoint")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--image-size", required=True, help="S or HxW (default size stored in the file)")
     ap.add_argument("--n-bits", type=int, default=8)
     ap.add_argument("--alignment", type=int, default=64)
+    ap.add_argument("--flow-permutation", choices=Y0AST_PERMS,
+                    help="y0ast: the model's flow_permutation, needed when its steps store no permutation keys")
     ap.add_argument("--no-check", action="store_true", help="skip the float64 self-check")
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
@@ -320,11 +608,12 @@ def main(argv=None):
             raise ExportError("--n-bits must be 1..8")
         h, w = parse_size(a.image_size)
         sd = load_state_dict(a.checkpoint)
-        info = infer_rosinality(sd)
+        y0ast = a.source_format == "y0ast"
+        info = infer_y0ast(sd, a.flow_permutation) if y0ast else infer_rosinality(sd)
         f = 2 ** info["n_block"]
         if h % f or w % f or h < f or w < f:
             raise ExportError("image size %dx%d not divisible by 2^n_block = %d" % (h, w, f))
-        tensors, ops = build_rosinality(sd, info)
+        tensors, ops = build_y0ast(sd, info) if y0ast else build_rosinality(sd, info)
         kv = [("glow.in_channels", info["in_channels"]), ("glow.image_height", h), ("glow.image_width", w),
               ("glow.n_levels", info["n_block"]), ("glow.n_flow", info["n_flow"]),
               ("glow.hidden", info["hidden"]), ("glow.coupling", "affine" if info["affine"] else "additive"),
@@ -336,7 +625,7 @@ def main(argv=None):
         msg = ""
         if not a.no_check:
             try:
-                d_ll, d_eps = self_check(a.output, sd, info, h, w)
+                d_ll, d_eps = (self_check_y0ast if y0ast else self_check)(a.output, sd, info, h, w)
             except (ExportError, glowfile.GlowFileError) as e:
                 os.remove(a.output)
                 raise ExportError(str(e))

@@ -1,0 +1,315 @@
+"""A PyTorch Glow in the state_dict layout of y0ast/Glow-PyTorch (itself derived
+from chaiyujin/glow-pytorch), written from a description of that layout; the
+reference that models/export.py's `y0ast` source is checked against.
+
+    m = Glow(in_channels, hidden, K, L, flow_permutation="invconv", flow_coupling="affine",
+             lu_decomposed=True, learn_top=True, top_hw=(4, 4))
+    ll = m.log_prob(x)     # log p(z) + logdet per image, nats, no dequantisation noise
+    eps = m.encode(x)      # [N, D] standardised latents, finest level first
+
+Keys: flow.layers.{j}.actnorm.{bias,logs}, .invconv.{weight | p,sign_s,lower,upper,log_s},
+.shuffle.indices / .reverse.indices (+ indices_inverse), .block.{0,2}.conv.weight,
+.block.{0,2}.actnorm.{bias,logs}, .block.4.conv.{weight,bias}, .block.4.logs;
+splits flow.layers.{j}.conv.conv.{weight,bias}, .conv.logs; prior_h,
+learn_top_fn.conv.{weight,bias}, learn_top_fn.logs. Layer j: per level a squeeze
+(no keys), K steps, then a split except after the last level.
+
+Upstream keeps the LU masks (l_mask, eye), the permutation indices and the
+actnorm `inited` flag as plain attributes, so they are not in its state_dict;
+`buffers` names which of them this module registers ("lu_masks", "perm",
+"inited"), to mimic forks that do.
+"""
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_log_p(x, mean, logs):
+    return -0.5 * (LOG_2PI + 2.0 * logs + (x - mean) ** 2 * torch.exp(-2.0 * logs))
+
+
+def squeeze2(x):
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+    return x.contiguous().view(b, c * 4, h // 2, w // 2)
+
+
+class ActNorm(nn.Module):
+    """y = (x + bias) * exp(logs); data-initialised on the first forward."""
+
+    def __init__(self, c, inited_buffer=False):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.logs = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.done = False
+        self.inited_buffer = inited_buffer
+        if inited_buffer:
+            self.register_buffer("inited", torch.tensor(0, dtype=torch.uint8))
+
+    def forward(self, x):
+        if not self.done:
+            with torch.no_grad():
+                mean = x.mean(dim=(0, 2, 3), keepdim=True)
+                std = ((x - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True).sqrt()
+                self.bias.copy_(-mean)
+                self.logs.copy_(torch.log(1.0 / (std + 1e-6)))
+            self.mark_done()
+        h, w = x.shape[2:]
+        return (x + self.bias) * torch.exp(self.logs), h * w * self.logs.sum()
+
+    def mark_done(self):
+        self.done = True
+        if self.inited_buffer:
+            self.inited.fill_(1)
+
+
+class InvConv(nn.Module):
+    """Invertible 1x1 conv: plain `weight` [C, C] or LU W = p (lower*l_mask + eye)
+    (upper*l_mask^T + diag(sign_s*exp(log_s)))."""
+
+    def __init__(self, c, lu, lu_masks=False, generator=None):
+        super().__init__()
+        self.lu = lu
+        q, _ = torch.linalg.qr(torch.randn(c, c, generator=generator, dtype=torch.float64))
+        if not lu:
+            self.weight = nn.Parameter(q.float())
+            return
+        p, lower, upper = torch.linalg.lu(q)
+        s = torch.diagonal(upper)
+        self.register_buffer("p", p.float())
+        self.register_buffer("sign_s", torch.sign(s).float())
+        self.lower = nn.Parameter(lower.float())
+        self.log_s = nn.Parameter(torch.log(s.abs()).float())
+        self.upper = nn.Parameter(torch.triu(upper, 1).float())
+        l_mask, eye = torch.tril(torch.ones(c, c), -1), torch.eye(c)
+        if lu_masks:
+            self.register_buffer("l_mask", l_mask)
+            self.register_buffer("eye", eye)
+        else:
+            self.l_mask, self.eye = l_mask, eye
+
+    def matrix(self):
+        if not self.lu:
+            return self.weight
+        l_mask, eye = self.l_mask.to(self.lower.dtype), self.eye.to(self.lower.dtype)
+        lower = self.lower * l_mask + eye
+        upper = self.upper * l_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        return self.p @ lower @ upper
+
+    def forward(self, x):
+        h, w = x.shape[2:]
+        W = self.matrix()
+        logdet = self.log_s.sum() if self.lu else torch.slogdet(W)[1]
+        return F.conv2d(x, W.view(*W.shape, 1, 1)), h * w * logdet
+
+
+class Permute(nn.Module):
+    """y = x[:, indices]: a random shuffle or the reversed channel order."""
+
+    def __init__(self, c, shuffle, buffers=False, generator=None):
+        super().__init__()
+        idx = torch.randperm(c, generator=generator) if shuffle else torch.arange(c - 1, -1, -1)
+        inv = torch.argsort(idx)
+        if buffers:
+            self.register_buffer("indices", idx)
+            self.register_buffer("indices_inverse", inv)
+        else:
+            self.indices, self.indices_inverse = idx, inv
+
+    def forward(self, x):
+        return x[:, self.indices], 0.0
+
+
+class ConvActNorm(nn.Module):
+    """Conv (zero padding, no bias) followed by an actnorm."""
+
+    def __init__(self, cin, cout, k, inited_buffer):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+        self.actnorm = ActNorm(cout, inited_buffer)
+
+    def forward(self, x):
+        return self.actnorm(self.conv(x))[0]
+
+
+class Conv2dZeros(nn.Module):
+    """3x3 conv (zero padding) + bias, times exp(3 * logs); logs [Co, 1, 1]."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv.weight.data.zero_()
+        self.conv.bias.data.zero_()
+        self.logs = nn.Parameter(torch.zeros(cout, 1, 1))
+
+    def forward(self, x):
+        return self.conv(x) * torch.exp(3.0 * self.logs)
+
+
+class FlowStep(nn.Module):
+    def __init__(self, c, hidden, perm, coupling, lu, buffers, generator):
+        super().__init__()
+        inited = "inited" in buffers
+        self.affine = coupling == "affine"
+        self.actnorm = ActNorm(c, inited)
+        if perm == "invconv":
+            self.invconv = InvConv(c, lu, "lu_masks" in buffers, generator)
+        elif perm == "shuffle":
+            self.shuffle = Permute(c, True, "perm" in buffers, generator)
+        elif perm == "reverse":
+            self.reverse = Permute(c, False, "perm" in buffers)
+        else:
+            raise ValueError("flow_permutation " + perm)
+        self.perm = perm  # the submodule's name, as upstream keys it
+        self.block = nn.Sequential(ConvActNorm(c // 2, hidden, 3, inited), nn.ReLU(),
+                                   ConvActNorm(hidden, hidden, 1, inited), nn.ReLU(),
+                                   Conv2dZeros(hidden, c if self.affine else c // 2))
+
+    def forward(self, x):
+        z, logdet = self.actnorm(x)
+        z, d = getattr(self, self.perm)(z)
+        logdet = logdet + d
+        c = z.shape[1]
+        z1, z2 = z[:, :c // 2], z[:, c // 2:]
+        h = self.block(z1)
+        if self.affine:
+            shift, scale = h[:, 0::2], torch.sigmoid(h[:, 1::2] + 2.0)
+            z2 = (z2 + shift) * scale
+            logdet = logdet + torch.log(scale).flatten(1).sum(1)
+        else:
+            z2 = z2 + h
+        return torch.cat([z1, z2], 1), logdet
+
+
+class Split2d(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = Conv2dZeros(c // 2, c)
+
+    def prior(self, z1):
+        h = self.conv(z1)
+        return h[:, 0::2], h[:, 1::2]
+
+
+class Squeeze(nn.Module):
+    pass
+
+
+class FlowNet(nn.Module):
+    def __init__(self, c, hidden, K, L, perm, coupling, lu, buffers, generator):
+        super().__init__()
+        self.layers = nn.ModuleList()
+        for i in range(L):
+            c *= 4
+            self.layers.append(Squeeze())
+            for _ in range(K):
+                self.layers.append(FlowStep(c, hidden, perm, coupling, lu, buffers, generator))
+            if i < L - 1:
+                self.layers.append(Split2d(c))
+                c //= 2
+        self.top_c = c
+
+
+class Glow(nn.Module):
+    def __init__(self, in_channels, hidden, K, L, flow_permutation="invconv", flow_coupling="affine",
+                 lu_decomposed=True, learn_top=True, top_hw=(4, 4), buffers=(), seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.in_channels = in_channels
+        self.flow = FlowNet(in_channels, hidden, K, L, flow_permutation, flow_coupling, lu_decomposed,
+                            set(buffers), g)
+        c = self.flow.top_c
+        self.learn_top = learn_top
+        if learn_top:
+            self.learn_top_fn = Conv2dZeros(2 * c, 2 * c)
+        self.register_buffer("prior_h", torch.zeros(1, 2 * c, *top_hw))
+
+    def mark_initialized(self):
+        """After loading a trained state_dict: no actnorm data-initialisation."""
+        for m in self.modules():
+            if isinstance(m, ActNorm):
+                m.mark_done()
+
+    def top_prior(self, z):
+        n, c, h, w = z.shape
+        p = torch.zeros(n, 2 * c, h, w, dtype=z.dtype)  # prior_h, at this image size
+        if self.learn_top:
+            p = self.learn_top_fn(p)
+        return p[:, :c], p[:, c:]
+
+    def _run(self, x):
+        """-> (log p(z) + logdet [N], eps per level)."""
+        n = x.shape[0]
+        ll = torch.zeros(n, dtype=x.dtype)
+        eps = []
+        z = x
+        for layer in self.flow.layers:
+            if isinstance(layer, Squeeze):
+                z = squeeze2(z)
+            elif isinstance(layer, FlowStep):
+                z, d = layer(z)
+                ll = ll + d
+            else:
+                c = z.shape[1]
+                z, z2 = z[:, :c // 2], z[:, c // 2:]
+                mean, logs = layer.prior(z)
+                ll = ll + gaussian_log_p(z2, mean, logs).flatten(1).sum(1)
+                eps.append(((z2 - mean) * torch.exp(-logs)).flatten(1))
+        mean, logs = self.top_prior(z)
+        ll = ll + gaussian_log_p(z, mean, logs).flatten(1).sum(1)
+        eps.append(((z - mean) * torch.exp(-logs)).flatten(1))
+        return ll, eps
+
+    def log_prob(self, x):
+        return self._run(x)[0]
+
+    def encode(self, x):
+        return torch.cat(self._run(x)[1], 1)
+
+
+def random_model(in_channels, hidden, K, L, flow_permutation="invconv", flow_coupling="affine",
+                 lu_decomposed=True, learn_top=True, height=8, width=8, buffers=(), seed=0, noise=1.0):
+    """A y0ast-layout Glow with every actnorm data-initialised on random model-space
+    data (in layer order, as the first training batch does) and every other
+    parameter perturbed, Conv2dZeros included, so couplings and priors are non-trivial."""
+    f = 2 ** L
+    m = Glow(in_channels, hidden, K, L, flow_permutation, flow_coupling, lu_decomposed, learn_top,
+             (height // f, width // f), buffers, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+
+    def rnd(shape, std):
+        return torch.randn(*shape, generator=g) * std
+
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if ".actnorm." in name or name.startswith("actnorm"):
+                continue
+            fan_in = p[0].numel() if p.dim() == 4 else 1
+            if name.endswith("invconv.weight"):  # before "conv.weight": stays near-orthogonal
+                p.add_(rnd(p.shape, 0.02 * noise / p.shape[0] ** 0.5))
+            elif name.endswith("block.0.conv.weight") or name.endswith("block.2.conv.weight"):
+                p.copy_(rnd(p.shape, (2.0 / fan_in) ** 0.5))
+            elif name.endswith("conv.weight"):  # Conv2dZeros: coupling output, split and top priors
+                p.copy_(rnd(p.shape, 0.3 * noise / fan_in ** 0.5))
+            elif name.endswith("conv.bias") or name.endswith(".logs"):
+                p.copy_(rnd(p.shape, 0.05 * noise))
+            elif name.endswith("log_s"):
+                p.add_(rnd(p.shape, 0.02 * noise))
+            elif name.endswith("lower") or name.endswith("upper"):
+                p.mul_(1 + rnd(p.shape, 0.01 * noise))
+                p.add_(rnd(p.shape, 0.001 * noise / p.shape[0]))
+            else:
+                raise RuntimeError("random_model: unhandled parameter " + name)
+        x = torch.rand(16, in_channels, height, width, generator=g) - 0.5
+        m.log_prob(x)  # data-dependent actnorm init
+        for name, p in m.named_parameters():
+            if name.endswith("actnorm.bias"):
+                p.add_(rnd(p.shape, 0.02 * noise))
+            elif name.endswith("actnorm.logs"):
+                p.add_(rnd(p.shape, 0.02 * noise))
+    m.eval()
+    return m

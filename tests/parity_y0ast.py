@@ -1,0 +1,194 @@
+#!/usr/bin/python3
+"""Parity of the glowrt CLI on y0ast/Glow-PyTorch checkpoints (models/glow_y0ast.py).
+
+    /usr/bin/python3 tests/parity_y0ast.py --glowrt build/glowrt [--keep DIR]
+
+For each case: a random y0ast-layout Glow (actnorms data-initialised, every
+other parameter perturbed), its state_dict saved, exported with
+`models/export.py y0ast` (self-check on), then glowrt score / encode / decode
+compared with the module in float64, with tests/parity.py's tolerances:
+|dlog_p| <= 1e-5 |log_p| + 1e-3, max|deps| <= 1e-4, decode(encode(x)) within 1e-4.
+Then malformed checkpoints that the exporter must refuse (exit 2, one line).
+"""
+import argparse
+import contextlib
+import io
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "models"))
+
+import torch  # noqa: E402
+
+import export  # noqa: E402
+from glow_y0ast import random_model  # noqa: E402
+from parity import parse_score_csv, run_cli  # noqa: E402
+
+# (C, L, K, coupling, flow_permutation, LU, learn_top, hidden, size, buffers, how it is saved)
+# buffers: which of upstream's plain attributes a fork might store ("inited",
+# "lu_masks", "perm"); () is upstream's exact key set.
+CASES = [
+    (3, 2, 2, "affine", "invconv", True, True, 7, 8, (), "wrapped"),         # {"model": sd}, module. prefix
+    (1, 3, 1, "additive", "invconv", True, False, 5, 16, ("inited", "lu_masks"), "plain"),
+    (3, 1, 2, "affine", "invconv", False, True, 9, 8, (), "weight4d"),       # weight as [C, C, 1, 1]
+    (1, 2, 3, "additive", "invconv", False, False, 6, 8, ("inited",), "plain"),
+    (3, 2, 1, "affine", "shuffle", False, True, 5, 16, ("perm",), "plain"),
+    (1, 1, 2, "affine", "reverse", False, False, 3, 8, (), "plain"),        # needs --flow-permutation
+    (3, 3, 2, "affine", "reverse", False, True, 4, 16, ("perm",), "plain"),
+    (1, 3, 2, "additive", "shuffle", False, True, 11, 16, ("perm",), "plain"),
+]
+
+
+def describe(case):
+    c, L, K, coup, perm, lu, lt, hid, S, bufs, how = case
+    p = perm + ("-lu" if perm == "invconv" and lu else "-plain" if perm == "invconv" else "")
+    return "C=%d L=%d K=%d %s %s learn_top=%d hidden=%d %dx%d keys+%s %s" % (
+        c, L, K, coup, p, lt, hid, S, S, ",".join(bufs) or "none", how)
+
+
+def export_quiet(argv):
+    """export.main in this process: (exit code, stderr text)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = export.main(argv)
+    return rc, err.getvalue()
+
+
+def save_ckpt(sd, path, how):
+    if how == "wrapped":
+        sd = {"model": {"module." + k: v for k, v in sd.items()}, "epoch": 3}
+    elif how == "weight4d":
+        sd = {k: v.view(*v.shape, 1, 1) if k.endswith("invconv.weight") else v for k, v in sd.items()}
+    torch.save(sd, path)
+
+
+def run_case(k, case, args, work):
+    c, L, K, coup, perm, lu, lt, hid, S, bufs, how = case
+    d = os.path.join(work, "case%02d" % k)
+    os.makedirs(d, exist_ok=True)
+    model = random_model(c, hid, K, L, perm, coup, lu, lt, S, S, buffers=bufs, seed=2000 + k)
+    pt, gl = os.path.join(d, "model.pt"), os.path.join(d, "model.glow")
+    save_ckpt(model.state_dict(), pt, how)
+    extra = ["--flow-permutation", perm] if perm in ("shuffle", "reverse") and "perm" not in bufs else []
+    rc, err = export_quiet(["y0ast", pt, "-o", gl, "--image-size", str(S), "--n-bits", "8", "-q"] + extra)
+    if rc != 0:
+        raise RuntimeError("export failed (exit %d): %s" % (rc, err.strip()))
+    n = 3
+    u = np.random.default_rng(k).integers(0, 256, size=(n, c, S, S))
+    x = (u / 256.0 - 0.5 + 0.5 / 256.0).astype(np.float32)  # bin centres, as glowrt maps pixels
+    xp, zp, xrp = (os.path.join(d, f) for f in ("x.npy", "z.npy", "xr.npy"))
+    np.save(xp, x)
+    md = model.double()
+    with torch.no_grad():
+        xt = torch.from_numpy(x.astype(np.float64))
+        ref_ll = md.log_prob(xt).numpy()
+        ref_eps = md.encode(xt).numpy()
+    common = ["--batch", "2", "--threads", "2"]
+    ll, bpd = parse_score_csv(run_cli([args.glowrt, "score", gl, xp, "--format", "csv"] + common, args.timeout), n)
+    run_cli([args.glowrt, "encode", gl, xp, "-o", zp] + common, args.timeout)
+    run_cli([args.glowrt, "decode", gl, zp, "-o", xrp] + common, args.timeout)
+    z, xr = np.load(zp), np.load(xrp)
+    D = c * S * S
+    if z.shape != (n, D) or xr.shape != x.shape:
+        raise RuntimeError("shapes: eps %s, decoded %s" % (z.shape, xr.shape))
+    fails = []
+    d_ll = np.abs(ll - ref_ll)
+    tol = 1e-5 * np.abs(ref_ll) + 1e-3
+    if not np.all(d_ll <= tol):
+        i = int(np.argmax(d_ll - tol))
+        fails.append("log_p[%d] %.6f vs %.6f" % (i, ll[i], ref_ll[i]))
+    ref_bpd = -(ref_ll - D * math.log(256.0)) / (D * math.log(2.0))
+    d_bpd = np.abs(bpd - ref_bpd)
+    if not np.all(d_bpd <= tol / (D * math.log(2.0)) + 1e-5):
+        fails.append("bpd max diff %.3g" % d_bpd.max())
+    d_eps = float(np.abs(z.astype(np.float64) - ref_eps).max())
+    if not d_eps <= 1e-4:
+        fails.append("eps max diff %.3g" % d_eps)
+    d_rt = float(np.abs(xr.astype(np.float64) - x).max())
+    if not d_rt <= 1e-4:
+        fails.append("roundtrip max diff %.3g" % d_rt)
+    stats = "dlog_p %.2g (rel %.2g) deps %.2g droundtrip %.2g" % (
+        d_ll.max(), (d_ll / np.abs(ref_ll)).max(), d_eps, d_rt)
+    return fails, stats
+
+
+def bad_checkpoints():
+    """(name, state_dict, extra args, a word the message must contain)."""
+    base = random_model(1, 3, 1, 2, "invconv", "affine", True, True, 8, 8, buffers=("inited",), seed=7).state_dict()
+    cond = dict(base)
+    cond["project_ycond.linear.weight"] = torch.zeros(4, 10)
+    cond["project_ycond.linear.bias"] = torch.zeros(4)
+    cond["project_ycond.logs"] = torch.zeros(4)
+    missing = {k: v for k, v in base.items() if k != "flow.layers.1.block.2.actnorm.logs"}
+    uninit = dict(base)
+    uninit["flow.layers.1.actnorm.inited"] = torch.tensor(0, dtype=torch.uint8)
+    shuffled = random_model(1, 3, 1, 1, "shuffle", "additive", False, False, 8, 8, seed=8).state_dict()
+    return [("y_condition", cond, [], "class-conditional"),
+            ("missing key", missing, [], "missing"),
+            ("uninitialised actnorm", uninit, [], "never data-initialised"),
+            ("shuffle without stored indices", shuffled, [], "permutation")]
+
+
+def run_bad(args, work):
+    results = []
+    for k, (name, sd, extra, word) in enumerate(bad_checkpoints()):
+        pt, gl = os.path.join(work, "bad%d.pt" % k), os.path.join(work, "bad%d.glow" % k)
+        torch.save(sd, pt)
+        argv = ["y0ast", pt, "-o", gl, "--image-size", "8"] + extra
+        if k == 0:  # once through the real command line: the exit status
+            r = subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "export.py")] + argv,
+                               capture_output=True, text=True, timeout=args.timeout)
+            rc, err = r.returncode, r.stderr
+        else:
+            rc, err = export_quiet(argv)
+        lines = err.strip().splitlines()
+        ok = rc == 2 and len(lines) == 1 and word in lines[0] and not os.path.exists(gl)
+        results.append((name, ok, "exit %d: %s" % (rc, " | ".join(lines))))
+    return results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--glowrt", required=True, help="path of the glowrt CLI")
+    ap.add_argument("--keep", metavar="DIR", help="keep the generated models and arrays in DIR")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per glowrt call")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if not os.path.exists(args.glowrt):
+        print("glowrt not found: %s" % args.glowrt, file=sys.stderr)
+        return 2
+    work = args.keep or tempfile.mkdtemp(prefix="glowrt-parity-y0ast-")
+    os.makedirs(work, exist_ok=True)
+    passed = failed = 0
+    try:
+        for k, case in enumerate(CASES):
+            t0 = time.time()
+            try:
+                fails, stats = run_case(k, case, args, work)
+            except Exception as e:  # noqa: BLE001 - report any failure as a failed case
+                fails, stats = ["%s: %s" % (type(e).__name__, e)], ""
+            ok = not fails
+            passed, failed = passed + ok, failed + (not ok)
+            print("%s case%02d %s: %s  %s (%.1fs)" % ("ok  " if ok else "FAIL", k, describe(case),
+                                                     "; ".join(fails), stats, time.time() - t0), flush=True)
+        for name, ok, detail in run_bad(args, work):
+            passed, failed = passed + ok, failed + (not ok)
+            print("%s refuse %s: %s" % ("ok  " if ok else "FAIL", name, detail), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
