@@ -57,6 +57,30 @@ def load_state_dict(path, as_torch=False):
     return sd
 
 
+def check_keys(sd, expected, init_suffix):
+    """The key set of sd is exactly expected's; every tensor has its expected
+    shape and finite values; an actnorm flag (keys ending in init_suffix) is
+    a single non-zero value (zero: never data-initialised, not trained)."""
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    if missing:
+        raise ExportError("missing keys (%d), first %s" % (len(missing), missing[0]))
+    if unexpected:
+        raise ExportError("unexpected keys (%d), first %s" % (len(unexpected), unexpected[0]))
+    for k, shape in expected.items():
+        s = tuple(sd[k].shape)
+        if k.endswith(init_suffix):
+            if int(np.prod(s)) != 1:
+                raise ExportError("inconsistent shape of %s: %s" % (k, s))
+            if int(np.asarray(sd[k]).reshape(-1)[0]) == 0:
+                raise ExportError("%s == 0: actnorm never data-initialised (not a trained model)" % k)
+            continue
+        if s != shape:
+            raise ExportError("inconsistent shape of %s: %s, expected %s" % (k, s, shape))
+        if not np.all(np.isfinite(np.asarray(sd[k], dtype=np.float64))):
+            raise ExportError("non-finite values in %s" % k)
+
+
 def infer_rosinality(sd):
     """Structure of a rosinality state_dict; checks the key set and shapes."""
     blocks = {}
@@ -135,24 +159,7 @@ def infer_rosinality(sd):
         expected[p + "conv.bias"] = (pout,)
         expected[p + "scale"] = (1, pout, 1, 1)
         c = C // 2
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing:
-        raise ExportError("missing keys (%d), first %s" % (len(missing), missing[0]))
-    if unexpected:
-        raise ExportError("unexpected keys (%d), first %s" % (len(unexpected), unexpected[0]))
-    for k, shape in expected.items():
-        s = tuple(sd[k].shape)
-        if k.endswith("initialized"):
-            if int(np.prod(s)) != 1:
-                raise ExportError("inconsistent shape of %s: %s" % (k, s))
-            if int(np.asarray(sd[k]).reshape(-1)[0]) == 0:
-                raise ExportError("%s == 0: actnorm never data-initialised (not a trained model)" % k)
-            continue
-        if s != shape:
-            raise ExportError("inconsistent shape of %s: %s, expected %s" % (k, s, shape))
-        if not np.all(np.isfinite(sd[k])):
-            raise ExportError("non-finite values in %s" % k)
+    check_keys(sd, expected, "initialized")
     if all(all(r) for r in lu_flags):
         invconv = "lu"
     elif not any(any(r) for r in lu_flags):
@@ -373,24 +380,8 @@ def infer_y0ast(sd, flow_permutation=None):
         _zeros_keys(expected, "learn_top_fn.", 2 * c, 2 * c)
     ph = sd.get("prior_h")
     expected["prior_h"] = (1, 2 * c) + (tuple(ph.shape[2:]) if ph is not None and ph.ndim == 4 else (1, 1))
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    if missing:
-        raise ExportError("missing keys (%d), first %s" % (len(missing), missing[0]))
-    if unexpected:
-        raise ExportError("unexpected keys (%d), first %s" % (len(unexpected), unexpected[0]))
+    check_keys(sd, expected, "inited")
     for k, shape in expected.items():
-        s = tuple(sd[k].shape)
-        if k.endswith("inited"):
-            if int(np.prod(s)) != 1:
-                raise ExportError("inconsistent shape of %s: %s" % (k, s))
-            if int(np.asarray(sd[k]).reshape(-1)[0]) == 0:
-                raise ExportError("%s == 0: actnorm never data-initialised (not a trained model)" % k)
-            continue
-        if s != shape:
-            raise ExportError("inconsistent shape of %s: %s, expected %s" % (k, s, shape))
-        if not np.all(np.isfinite(np.asarray(sd[k], dtype=np.float64))):
-            raise ExportError("non-finite values in %s" % k)
         if k.endswith("indices") or k.endswith("indices_inverse"):
             if sorted(np.asarray(sd[k]).astype(np.int64).tolist()) != list(range(shape[0])):
                 raise ExportError("%s is not a permutation" % k)

@@ -85,6 +85,33 @@ def parse_score_csv(text, n):
     return np.array([float(r[1]) for r in body]), np.array([float(r[2]) for r in body])
 
 
+def compare_outputs(ll, bpd, z, xr, ref_ll, ref_eps, x, D):
+    """glowrt's log_p, bpd, eps and decode(encode(x)) against the float64
+    reference, with the tolerances of the module docstring; returns the list
+    of failures and a one-line summary."""
+    fails = []
+    d_ll = np.abs(ll - ref_ll)
+    tol = 1e-5 * np.abs(ref_ll) + 1e-3
+    if not np.all(d_ll <= tol):
+        i = int(np.argmax(d_ll - tol))
+        fails.append("log_p[%d] %.6f vs %.6f" % (i, ll[i], ref_ll[i]))
+    ref_bpd = -(ref_ll - D * math.log(256.0)) / (D * math.log(2.0))
+    d_bpd = np.abs(bpd - ref_bpd)
+    if not np.all(d_bpd <= tol / (D * math.log(2.0)) + 1e-5):
+        fails.append("bpd max diff %.3g" % d_bpd.max())
+    d_eps = float(np.abs(z.astype(np.float64) - ref_eps).max())
+    if not d_eps <= 1e-4:
+        fails.append("eps max diff %.3g" % d_eps)
+    d_rt = float(np.abs(xr.astype(np.float64) - x).max())
+    if not d_rt <= 1e-4:
+        fails.append("roundtrip max diff %.3g" % d_rt)
+    if not (np.all(np.isfinite(ll)) and np.all(np.isfinite(z)) and np.all(np.isfinite(xr))):
+        fails.append("non-finite output")
+    stats = "dlog_p %.2g (rel %.2g) deps %.2g droundtrip %.2g" % (
+        d_ll.max(), (d_ll / np.abs(ref_ll)).max(), d_eps, d_rt)
+    return fails, stats
+
+
 def run_case(k, case, args, work):
     c, L, K, aff, lu, hid, H, W, n, b, t = case
     d = os.path.join(work, "case%02d" % k)
@@ -122,27 +149,7 @@ def run_case(k, case, args, work):
     if xr.dtype != np.float32 or xr.shape != x.shape:
         raise RuntimeError("decode: got %s %s, want float32 %s" % (xr.dtype, xr.shape, x.shape))
 
-    fails = []
-    d_ll = np.abs(ll - ref_ll)
-    tol = 1e-5 * np.abs(ref_ll) + 1e-3
-    if not np.all(d_ll <= tol):
-        i = int(np.argmax(d_ll - tol))
-        fails.append("log_p[%d] %.6f vs %.6f" % (i, ll[i], ref_ll[i]))
-    ref_bpd = -(ref_ll - D * math.log(256.0)) / (D * math.log(2.0))
-    d_bpd = np.abs(bpd - ref_bpd)
-    if not np.all(d_bpd <= tol / (D * math.log(2.0)) + 1e-5):
-        fails.append("bpd max diff %.3g" % d_bpd.max())
-    d_eps = float(np.abs(z.astype(np.float64) - ref_eps).max())
-    if not d_eps <= 1e-4:
-        fails.append("eps max diff %.3g" % d_eps)
-    d_rt = float(np.abs(xr.astype(np.float64) - x).max())
-    if not d_rt <= 1e-4:
-        fails.append("roundtrip max diff %.3g" % d_rt)
-    if not (np.all(np.isfinite(ll)) and np.all(np.isfinite(z)) and np.all(np.isfinite(xr))):
-        fails.append("non-finite output")
-    stats = "dlog_p %.2g (rel %.2g) deps %.2g droundtrip %.2g" % (
-        d_ll.max(), (d_ll / np.abs(ref_ll)).max(), d_eps, d_rt)
-    return fails, stats
+    return compare_outputs(ll, bpd, z, xr, ref_ll, ref_eps, x, D)
 
 
 def main(argv=None):

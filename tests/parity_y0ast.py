@@ -13,7 +13,6 @@ Then malformed checkpoints that the exporter must refuse (exit 2, one line).
 import argparse
 import contextlib
 import io
-import math
 import os
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ import torch  # noqa: E402
 
 import export  # noqa: E402
 from glow_y0ast import random_model  # noqa: E402
-from parity import parse_score_csv, run_cli  # noqa: E402
+from parity import compare_outputs, parse_score_csv, run_cli  # noqa: E402
 
 # (C, L, K, coupling, flow_permutation, LU, learn_top, hidden, size, buffers, how it is saved)
 # buffers: which of upstream's plain attributes a fork might store ("inited",
@@ -100,25 +99,7 @@ def run_case(k, case, args, work):
     D = c * S * S
     if z.shape != (n, D) or xr.shape != x.shape:
         raise RuntimeError("shapes: eps %s, decoded %s" % (z.shape, xr.shape))
-    fails = []
-    d_ll = np.abs(ll - ref_ll)
-    tol = 1e-5 * np.abs(ref_ll) + 1e-3
-    if not np.all(d_ll <= tol):
-        i = int(np.argmax(d_ll - tol))
-        fails.append("log_p[%d] %.6f vs %.6f" % (i, ll[i], ref_ll[i]))
-    ref_bpd = -(ref_ll - D * math.log(256.0)) / (D * math.log(2.0))
-    d_bpd = np.abs(bpd - ref_bpd)
-    if not np.all(d_bpd <= tol / (D * math.log(2.0)) + 1e-5):
-        fails.append("bpd max diff %.3g" % d_bpd.max())
-    d_eps = float(np.abs(z.astype(np.float64) - ref_eps).max())
-    if not d_eps <= 1e-4:
-        fails.append("eps max diff %.3g" % d_eps)
-    d_rt = float(np.abs(xr.astype(np.float64) - x).max())
-    if not d_rt <= 1e-4:
-        fails.append("roundtrip max diff %.3g" % d_rt)
-    stats = "dlog_p %.2g (rel %.2g) deps %.2g droundtrip %.2g" % (
-        d_ll.max(), (d_ll / np.abs(ref_ll)).max(), d_eps, d_rt)
-    return fails, stats
+    return compare_outputs(ll, bpd, z, xr, ref_ll, ref_eps, x, D)
 
 
 def bad_checkpoints():
