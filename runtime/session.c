@@ -3,6 +3,7 @@
  * buffers the size of the image plus the coupling network's scratch: memory
  * does not depend on the model's depth, and no image's result depends on
  * what else is in the batch. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <omp.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "conv.h"
@@ -33,7 +35,7 @@ static const char *const PROF_NAMES[PROF_FIXED] = {
  * would otherwise run on one thread. */
 #define CONV_PIECE 256
 
-typedef struct {
+typedef struct conv_plan {
     int label;             /* profile label */
     int cin, cout, k, n_chunks;
     int n_pieces, piece;   /* input-channel pieces (1: none) of piece channels */
@@ -46,6 +48,10 @@ typedef struct {
     char *packed;          /* weights packed once for the primitives */
     size_t packed_stride;  /* bytes between chunks of packed weights */
     size_t packed_total;
+    struct conv_plan *tap; /* a narrow 3x3 layer run as a 1x1 conv to its 9 taps (see plan_taps) */
+    float *tap_weights;    /* that 1x1 conv's weights [9*cout][cin], when packed at each use */
+    size_t tap_bytes;      /* their size (mapped: see map_floats) */
+    int h, w, block;       /* a tap plan's image size and channel block */
 } conv_plan;
 
 /* Shape and convolutions of one plan op at this session's size. */
@@ -74,6 +80,7 @@ typedef struct {
     size_t pad_stride;
     double *part;          /* per-channel partial sums */
     float *pieces;         /* partial outputs of a convolution's input pieces */
+    float *taps;           /* the 9 taps of a narrow 3x3 layer, blocked */
     void **scratch;        /* one oneDNN scratchpad per thread */
     int failed;
     char err[GLOWRT_ERR_LEN];
@@ -93,6 +100,7 @@ struct glowrt_session {
     size_t pack_size;      /* bytes for weights packed at each use */
     size_t pad_size;       /* floats for their zero-padded plain copy */
     int64_t pieces_size;   /* floats for the partial outputs of input pieces */
+    int64_t taps_size;     /* floats for the taps of a narrow 3x3 layer */
     worker *workers;       /* one per thread */
     char (*labels)[80];    /* profile labels: the fixed ones, then one per conv shape */
     int n_labels;
@@ -179,6 +187,94 @@ static int pack_chunk(const conv_plan *p, int j, int q, const float *weights, ch
     return conv_pack_weights(c, src, dst + (size_t)(j * p->n_pieces + q) * p->packed_stride, err);
 }
 
+/* The profile label's index, added when new; -1 when out of memory. */
+static int plan_label(glowrt_session *s, const char *label, char *err) {
+    for (int i = PROF_FIXED; i < s->n_labels; i++)
+        if (!strcmp(s->labels[i], label)) return i;
+    char (*grown)[80] = realloc(s->labels, (size_t)(s->n_labels + 1) * sizeof *grown);
+    if (!grown) {
+        snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+        return -1;
+    }
+    s->labels = grown;
+    snprintf(s->labels[s->n_labels], sizeof s->labels[0], "%s", label);
+    return s->n_labels++;
+}
+
+static void plan_free(conv_plan *p) {
+    if (p->tap) {
+        plan_free(p->tap);
+        free(p->tap);
+    }
+    if (p->tap_weights) munmap(p->tap_weights, p->tap_bytes);
+    free(p->packed);
+    free(p->zero_bias);
+    memset(p, 0, sizeof *p);
+}
+
+static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w, int ksz,
+                     int relu, int src_blocked, int dst_blocked, char *err);
+
+/* A narrow 3x3 layer over many channels (a coupling network's last layer,
+ * 512 -> 12 say) pads its few outputs to a whole block and runs well below
+ * the speed of the 1x1 layers. It runs instead as a 1x1 conv to its 9 taps,
+ * T[t*cout + c] = sum_ci W[c][ci][t] x[ci], then
+ * out[c](y, x) = b[c] + sum_t T[t*cout + c](y + ky - 1, x + kx - 1) (zero
+ * outside): the wide 1x1 output pads little and runs on the fast kernels,
+ * and the shifted sums cost 1/cin of the work. Sums in a fixed order, as
+ * everywhere: the result does not depend on threads or batch. */
+#define TAP_MIN_CIN 256
+#define TAP_MAX_COUT 64
+
+/* A buffer as big as a layer's weights, mapped rather than malloc'ed: one
+ * freed goes back to the system at once, where malloc would keep freed ones
+ * between kept ones, and peak memory would grow with the model's depth. */
+static float *map_floats(size_t n) {
+    void *p = mmap(NULL, n * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static int plan_taps(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w,
+                     char *err) {
+    char label[80];
+    snprintf(label, sizeof label, "conv 3x3 %4d -> %-4d at %dx%d, tap sums", cin, cout, h, w);
+    if ((p->label = plan_label(s, label, err)) < 0) return 1;
+    p->cin = p->piece = cin;
+    p->cout = cout;
+    p->k = 3;
+    p->n_pieces = 1;
+    p->h = h;
+    p->w = w;
+    p->block = s->block;
+    const int nt = 9 * cout;
+    const size_t wt_bytes = sizeof(float) * (size_t)nt * (size_t)cin;
+    float *wt = map_floats((size_t)nt * (size_t)cin);
+    p->tap = calloc(1, sizeof *p->tap);
+    p->zero_bias = calloc((size_t)nt, sizeof(float));
+    if (!wt || !p->tap || !p->zero_bias) {
+        if (wt) munmap(wt, wt_bytes);
+        snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+        return 1;
+    }
+    for (int c = 0; c < cout; c++)
+        for (int ci = 0; ci < cin; ci++)
+            for (int t = 0; t < 9; t++)
+                wt[((int64_t)t * cout + c) * cin + ci] = weights[((int64_t)c * cin + ci) * 9 + t];
+    if (plan_conv(s, p->tap, wt, cin, nt, h, w, 1, 0, 1, 1, err)) {
+        munmap(wt, wt_bytes);
+        return 1;
+    }
+    if (p->tap->pack_on_use) {  /* packed at each use, like any padded weights */
+        p->tap_weights = wt;
+        p->tap_bytes = wt_bytes;
+    } else {
+        munmap(wt, wt_bytes);
+    }
+    const int64_t need = round_up(nt, s->block) * h * w;
+    if (need > s->taps_size) s->taps_size = need;
+    return 0;
+}
+
 /* Plans conv weights [cout][cin][k][k]: plain ones are used in place from
  * the mapped file. Blocked primitives want them packed: once, here, when the
  * packing only reorders them (the session then holds them instead of the
@@ -188,6 +284,9 @@ static int pack_chunk(const conv_plan *p, int j, int q, const float *weights, ch
 static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w, int ksz,
                      int relu, int src_blocked, int dst_blocked, char *err) {
     memset(p, 0, sizeof *p);
+    if (ksz == 3 && !relu && src_blocked && dst_blocked && cin >= TAP_MIN_CIN && cin % s->block == 0 &&
+        cout <= TAP_MAX_COUT && !getenv("GLOWRT_NO_TAPS"))
+        return plan_taps(s, p, weights, cin, cout, h, w, err);
     p->n_pieces = src_blocked && dst_blocked && !relu && cout <= CONV_CHUNK && cin >= 2 * CONV_PIECE &&
                           cin % CONV_PIECE == 0 && CONV_PIECE % s->block == 0
                       ? cin / CONV_PIECE
@@ -198,19 +297,7 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
     char label[80];
     snprintf(label, sizeof label, "conv %dx%d %4d -> %-4d at %dx%d, %s", ksz, ksz, cin, cout, h, w,
              src_blocked || dst_blocked ? "blocked" : "plain");
-    p->label = -1;
-    for (int i = PROF_FIXED; i < s->n_labels; i++)
-        if (!strcmp(s->labels[i], label)) p->label = i;
-    if (p->label < 0) {
-        char (*grown)[80] = realloc(s->labels, (size_t)(s->n_labels + 1) * sizeof *grown);
-        if (!grown) {
-            snprintf(err, GLOWRT_ERR_LEN, "out of memory");
-            return 1;
-        }
-        s->labels = grown;
-        memcpy(s->labels[s->n_labels], label, sizeof label);
-        p->label = s->n_labels++;
-    }
+    if ((p->label = plan_label(s, label, err)) < 0) return 1;
     p->cin = cin;
     p->cin_p = cin_p;
     p->copy_weights = cin_p != cin;
@@ -269,6 +356,7 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
 /* True when oneDNN fell back to its reference code for a plan: far slower
  * than the plain GEMM-based path. */
 static int plan_is_slow(const conv_plan *p) {
+    if (p->tap) return plan_is_slow(p->tap);
     return (p->full && !strncmp(conv_impl(p->full), "ref", 3)) || (p->tail && !strncmp(conv_impl(p->tail), "ref", 3));
 }
 
@@ -299,6 +387,7 @@ static void worker_free(worker *w, int threads) {
     free(w->xblk);
     free(w->wpack);
     free(w->pieces);
+    free(w->taps);
     free(w->wpad);
     free(w->part);
     free(w->prof);
@@ -312,7 +401,7 @@ static void worker_free(worker *w, int threads) {
 static int check_working_memory(const glowrt_session *s, int64_t hid_max, int64_t out_max, char *err) {
     const int workers = s->threads < s->max_batch ? s->threads : s->max_batch;
     const double per_worker = 4.0 * (2.0 * (double)s->D + 2.0 * (double)hid_max + 3.0 * (double)out_max +
-                                     (double)s->pieces_size + (double)s->pad_size) +
+                                     (double)s->pieces_size + (double)s->taps_size + (double)s->pad_size) +
                               (double)s->pack_size;
     const double need = workers * per_worker + (double)s->threads * ((double)s->scratch_size + 4.0 * s->pad_size);
     double cap = 64.0 * (1 << 30);
@@ -414,14 +503,11 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
                     goto fail;
                 if (!blk || !(plan_is_slow(&st->conv[0]) || plan_is_slow(&st->conv[1]) || plan_is_slow(&st->conv[2])))
                     break;
-                for (int j = 0; j < 3; j++) {
-                    free(st->conv[j].packed);
-                    st->conv[j].packed = NULL;
-                }
+                for (int j = 0; j < 3; j++) plan_free(&st->conv[j]);
                 blk = 0;
             }
             for (int j = 0; j < 3; j++)
-                if (st->conv[j].packed) model_release(m, op->t[j == 0 ? 0 : j == 1 ? 3 : 5]);
+                if (st->conv[j].packed || st->conv[j].tap) model_release(m, op->t[j == 0 ? 0 : j == 1 ? 3 : 5]);
             if (round_up(hid, s->block) * hw > hid_max) hid_max = round_up(hid, s->block) * hw;
             if (round_up(co, s->block) * hw > out_max) out_max = round_up(co, s->block) * hw;
             if (C > part_max) part_max = C;
@@ -463,13 +549,14 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
         w->hblk = alloc_floats(out_max);
         w->xblk = alloc_floats(out_max);
         w->pieces = alloc_floats(s->pieces_size);
+        w->taps = alloc_floats(s->taps_size);
         w->wpack = alloc_floats((int64_t)(s->pack_size / sizeof(float)) + 16);
         /* Worker 0 runs one image with all threads: a pad copy per thread. */
         w->pad_stride = s->pad_size;
         w->wpad = alloc_floats((int64_t)s->pad_size * (t == 0 ? s->threads : 1));
         w->part = calloc((size_t)part_max, sizeof(double));
         w->scratch = calloc((size_t)s->threads, sizeof(void *));
-        if (!w->cur || !w->nxt || !w->h1 || !w->h2 || !w->hout || !w->hblk || !w->xblk || !w->pieces || !w->wpack || !w->wpad || !w->part || !w->scratch) goto oom;
+        if (!w->cur || !w->nxt || !w->h1 || !w->h2 || !w->hout || !w->hblk || !w->xblk || !w->pieces || !w->taps || !w->wpack || !w->wpad || !w->part || !w->scratch) goto oom;
         for (int u = 0; u < s->threads; u++) {
             /* Worker 0 runs one image with all threads; the others run alone. */
             if (t > 0 && u != t) continue;
@@ -488,10 +575,7 @@ fail:
 void glowrt_session_free(glowrt_session *s) {
     if (!s) return;
     for (int i = 0; s->ops && i < s->m->n_ops; i++)
-        for (int j = 0; j < 3; j++) {
-            free(s->ops[i].conv[j].packed);
-            free(s->ops[i].conv[j].zero_bias);
-        }
+        for (int j = 0; j < 3; j++) plan_free(&s->ops[i].conv[j]);
     for (int i = 0; i < s->n_convs; i++) conv_free(s->convs[i].conv);
     free(s->convs);
     free(s->ops);
@@ -531,9 +615,34 @@ static double sum_parts(const double *part, int n) {
  * worker runs alone (images in parallel). */
 #define TID(par, wid) ((par) ? omp_get_thread_num() : (wid))
 
+/* dst[c] = bias[c] + the sum over taps t = 3*ky + kx of T[t*cout + c]
+ * shifted by (ky - 1, kx - 1), zero outside; T and dst blocked
+ * [ceil(n/B)][H*W][B], dst's padding channels zeroed. Taps in a fixed order. */
+static void sum_taps(const float *T, const float *bias, float *dst, int cout, int H, int W, int B) {
+    const int64_t hw = (int64_t)H * W;
+    for (int c = 0; c < (int)round_up(cout, B); c++) {
+        float *d = dst + (int64_t)(c / B) * hw * B + c % B;
+        for (int64_t i = 0; i < hw; i++) d[i * B] = c < cout ? bias[c] : 0.0f;
+        for (int t = 0; t < 9 && c < cout; t++) {
+            const int dy = t / 3 - 1, dx = t % 3 - 1, tc = t * cout + c;
+            const float *src = T + (int64_t)(tc / B) * hw * B + tc % B;
+            for (int y = dy < 0 ? 1 : 0; y < (dy > 0 ? H - 1 : H); y++)
+                for (int x = dx < 0 ? 1 : 0; x < (dx > 0 ? W - 1 : W); x++)
+                    d[((int64_t)y * W + x) * B] += src[((int64_t)(y + dy) * W + (x + dx)) * B];
+        }
+    }
+}
+
 /* dst = conv(src) chunk by chunk; with par, chunks go to the team's threads. */
 static void run_conv(worker *w, int wid, int par, const conv_plan *p, const float *src,
                      const float *weights, const float *bias, float *dst, int64_t hw) {
+    if (p->tap) {
+        run_conv(w, wid, par, p->tap, src, p->tap_weights, p->zero_bias, w->taps, hw);
+        PROF_BEGIN(w);
+        sum_taps(w->taps, bias, dst, p->cout, p->h, p->w, p->block);
+        PROF_END(w, p->label);
+        return;
+    }
     const int64_t wsz = (int64_t)p->cin * p->k * p->k;
     const int items = p->n_chunks * p->n_pieces, team = par && items > 1;
     PROF_BEGIN(w);
