@@ -14,7 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = os.path.join(os.path.dirname(HERE), "models")
 sys.path.insert(0, MODELS)
 
-from glow import Glow, InvConv2d, InvConv2dLU  # noqa: E402
+from glow import InvConv2d, InvConv2dLU  # noqa: E402
 
 
 def load_sd(path):
@@ -34,12 +34,8 @@ def build_model(sd_path):
     """The module as users run it (rosinality-style code, LU computed per call)."""
     sd = load_sd(sd_path)
     info = infer(sd)
-    m = Glow(info["in_channels"], info["n_flow"], info["n_block"], affine=info["affine"],
-             conv_lu=True, hidden=info["hidden"])
-    for i, row in enumerate(info["lu_flags"]):
-        for j, lu in enumerate(row):
-            if not lu:
-                m.blocks[i].flows[j].invconv = InvConv2d(m.blocks[i].flows[j].actnorm.loc.shape[1])
+    import export  # models/export.py: the module of the structure it inferred
+    m = export.rosinality_module(info)
     m.load_state_dict(sd)
     m.eval()
     return m, info

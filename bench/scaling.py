@@ -41,7 +41,7 @@ ENGINES = {
     "torch": "PyTorch (rosinality-style module)",
     "torch-precomp": "PyTorch (W, W^-1 precomputed)",
 }
-PEERS = ["ort", "torch", "torch-precomp"]
+PEERS = compare.PEERS
 
 
 def log(msg):

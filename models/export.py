@@ -483,6 +483,37 @@ def build_y0ast(sd, info):
     return tensors, ops
 
 
+def compare_plan(g, model, channels, height, width, n):
+    """The file's plan (glowfile, float64) against the float64 module on n
+    random inputs: log_p and eps; raises ExportError beyond the tolerances."""
+    import torch
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(n, channels, height, width, generator=gen, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        ref = model.log_prob(x)
+        ref_eps = model.encode(x)
+        ll, eps = glowfile.Plan(g).forward(x)
+    d_ll = (ll - ref).abs().max().item()
+    d_eps = (eps - ref_eps).abs().max().item()
+    tol = 1e-4 * ref.abs().max().item() + 1e-2
+    if not (d_ll <= tol and d_eps <= 1e-3):
+        raise ExportError("self-check failed: max|dlog_p| %.3g, max|deps| %.3g" % (d_ll, d_eps))
+    return d_ll, d_eps
+
+
+def rosinality_module(info):
+    """models/glow.py's Glow with the structure infer_rosinality found,
+    each flow's 1x1 conv in its own variant (LU or plain); not loaded."""
+    from glow import Glow, InvConv2d
+    model = Glow(info["in_channels"], info["n_flow"], info["n_block"], affine=info["affine"],
+                 conv_lu=True, hidden=info["hidden"])
+    for i, row in enumerate(info["lu_flags"]):
+        for j, lu in enumerate(row):
+            if not lu:
+                model.blocks[i].flows[j].invconv = InvConv2d(model.blocks[i].flows[j].actnorm.loc.shape[1])
+    return model
+
+
 def self_check_y0ast(path, sd, info, height, width, n=2):
     """Re-read the file (all CRCs) and run its plan in float64 against
     models/glow_y0ast.py (loaded strictly with the state_dict) in float64."""
@@ -501,18 +532,7 @@ def self_check_y0ast(path, sd, info, height, width, n=2):
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)).reshape(msd[k].shape).to(msd[k].dtype)
                            for k, v in sd.items()})
     model.mark_initialized()
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(n, info["in_channels"], height, width, generator=gen, dtype=torch.float64) - 0.5
-    with torch.no_grad():
-        ref = model.log_prob(x)
-        ref_eps = model.encode(x)
-        ll, eps = glowfile.Plan(g).forward(x)
-    d_ll = (ll - ref).abs().max().item()
-    d_eps = (eps - ref_eps).abs().max().item()
-    tol = 1e-4 * ref.abs().max().item() + 1e-2
-    if not (d_ll <= tol and d_eps <= 1e-3):
-        raise ExportError("self-check failed: max|dlog_p| %.3g, max|deps| %.3g" % (d_ll, d_eps))
-    return d_ll, d_eps
+    return compare_plan(g, model, info["in_channels"], height, width, n)
 
 
 def train_info(ckpt):
@@ -555,30 +575,11 @@ def self_check(path, sd, info, height, width, n=2):
     """Re-read the file (all CRCs) and run its plan in float64 against the
     state_dict's own model (models/glow.py) in float64."""
     import torch
-    from glow import Glow
     g = glowfile.read_glow(path, verify=True)
-    model = Glow(info["in_channels"], info["n_flow"], info["n_block"], affine=info["affine"],
-                 conv_lu=True, hidden=info["hidden"])
-    # rebuild the same invconv variant per flow
-    from glow import InvConv2d
-    for i, row in enumerate(info["lu_flags"]):
-        for j, lu in enumerate(row):
-            if not lu:
-                model.blocks[i].flows[j].invconv = InvConv2d(model.blocks[i].flows[j].actnorm.loc.shape[1])
+    model = rosinality_module(info)
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()})
     model = model.double().eval()
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(n, info["in_channels"], height, width, generator=gen, dtype=torch.float64) - 0.5
-    with torch.no_grad():
-        ref = model.log_prob(x)
-        ref_eps = model.encode(x)
-        ll, eps = glowfile.Plan(g).forward(x)
-    d_ll = (ll - ref).abs().max().item()
-    d_eps = (eps - ref_eps).abs().max().item()
-    tol = 1e-4 * ref.abs().max().item() + 1e-2
-    if not (d_ll <= tol and d_eps <= 1e-3):
-        raise ExportError("self-check failed: max|dlog_p| %.3g, max|deps| %.3g" % (d_ll, d_eps))
-    return d_ll, d_eps
+    return compare_plan(g, model, info["in_channels"], height, width, n)
 
 
 def main(argv=None):

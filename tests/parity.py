@@ -152,6 +152,27 @@ def run_case(k, case, args, work):
     return compare_outputs(ll, bpd, z, xr, ref_ll, ref_eps, x, D)
 
 
+def run_cases(cases, run_one, describe_one, args, work):
+    """run_one(k, case, args, work) -> (fails, stats) for each (k, case),
+    one ok/FAIL line each (an exception is a failed case); (passed, failed)."""
+    passed = failed = 0
+    for k, case in cases:
+        t0 = time.time()
+        try:
+            fails, stats = run_one(k, case, args, work)
+        except Exception as e:  # noqa: BLE001 - report any failure as a failed case
+            fails, stats = ["%s: %s" % (type(e).__name__, e)], ""
+        dt = time.time() - t0
+        if fails:
+            failed += 1
+            print("FAIL case%02d %s: %s  %s (%.1fs)" % (k, describe_one(case), "; ".join(fails), stats, dt),
+                  flush=True)
+        else:
+            passed += 1
+            print("ok   case%02d %s: %s (%.1fs)" % (k, describe_one(case), stats, dt), flush=True)
+    return passed, failed
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--glowrt", required=True, help="path of the glowrt CLI")
@@ -170,23 +191,8 @@ def main(argv=None):
     else:
         work = tempfile.mkdtemp(prefix="glowrt-parity-")
     sel = range(len(CASES)) if not args.cases else [int(s) for s in args.cases.split(",")]
-    passed = failed = 0
     try:
-        for k in sel:
-            case = CASES[k]
-            t0 = time.time()
-            try:
-                fails, stats = run_case(k, case, args, work)
-            except Exception as e:  # noqa: BLE001 - report any failure as a failed case
-                fails, stats = ["%s: %s" % (type(e).__name__, e)], ""
-            dt = time.time() - t0
-            if fails:
-                failed += 1
-                print("FAIL case%02d %s: %s  %s (%.1fs)" % (k, describe(case), "; ".join(fails), stats, dt),
-                      flush=True)
-            else:
-                passed += 1
-                print("ok   case%02d %s: %s (%.1fs)" % (k, describe(case), stats, dt), flush=True)
+        passed, failed = run_cases([(k, CASES[k]) for k in sel], run_case, describe, args, work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -30,7 +29,7 @@ import torch  # noqa: E402
 
 import export  # noqa: E402
 from glow_y0ast import random_model  # noqa: E402
-from parity import compare_outputs, parse_score_csv, run_cli  # noqa: E402
+from parity import compare_outputs, parse_score_csv, run_cases, run_cli  # noqa: E402
 
 # (C, L, K, coupling, flow_permutation, LU, learn_top, hidden, size, buffers, how it is saved)
 # buffers: which of upstream's plain attributes a fork might store ("inited",
@@ -149,18 +148,8 @@ def main(argv=None):
         return 2
     work = args.keep or tempfile.mkdtemp(prefix="glowrt-parity-y0ast-")
     os.makedirs(work, exist_ok=True)
-    passed = failed = 0
     try:
-        for k, case in enumerate(CASES):
-            t0 = time.time()
-            try:
-                fails, stats = run_case(k, case, args, work)
-            except Exception as e:  # noqa: BLE001 - report any failure as a failed case
-                fails, stats = ["%s: %s" % (type(e).__name__, e)], ""
-            ok = not fails
-            passed, failed = passed + ok, failed + (not ok)
-            print("%s case%02d %s: %s  %s (%.1fs)" % ("ok  " if ok else "FAIL", k, describe(case),
-                                                     "; ".join(fails), stats, time.time() - t0), flush=True)
+        passed, failed = run_cases(enumerate(CASES), run_case, describe, args, work)
         for name, ok, detail in run_bad(args, work):
             passed, failed = passed + ok, failed + (not ok)
             print("%s refuse %s: %s" % ("ok  " if ok else "FAIL", name, detail), flush=True)
