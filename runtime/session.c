@@ -44,7 +44,9 @@ typedef struct conv_plan {
     int copy_weights;      /* pieces or padding: weights go through a copy before packing */
     int64_t out_floats;    /* size of the output, for summing the pieces */
     float *zero_bias;      /* bias of the pieces after the first */
-    int pack_on_use;       /* packing pads the weights: pack into scratch at each use */
+    int pack_on_use;       /* packing pads every chunk's weights: pack into scratch at each use */
+    int tail_on_use;       /* only the tail chunk's packing pads: that chunk is packed at each use, */
+    float *tail_src;       /* from this copy of its plain weights */
     char *packed;          /* weights packed once for the primitives */
     size_t packed_stride;  /* bytes between chunks of packed weights */
     size_t packed_total;
@@ -169,13 +171,13 @@ static int get_conv(glowrt_session *s, const conv_entry *want, gt_conv **out, ch
 
 static int64_t round_up(int64_t v, int64_t to) { return to ? (v + to - 1) / to * to : v; }
 
-/* Packs item (output chunk j, input piece q) of plain weights
- * [cout][cin][k][k] into dst; a piece or a padded input goes through pad (a
- * CONV_CHUNK x cin_p x k x k buffer, zero-padding the input channels). */
-static int pack_chunk(const conv_plan *p, int j, int q, const float *weights, char *dst, float *pad, char *err) {
+/* Packs item (output chunk j, input piece q) into dst (the item's own
+ * place) from the chunk's plain weights [rows][cin][k][k]; a piece or a
+ * padded input goes through pad (a CONV_CHUNK x cin_p x k x k buffer,
+ * zero-padding the input channels). */
+static int pack_chunk(const conv_plan *p, int j, int q, const float *src, char *dst, float *pad, char *err) {
     gt_conv *c = (j + 1) * CONV_CHUNK <= p->cout ? p->full : p->tail;
     const int64_t kk = (int64_t)p->k * p->k;
-    const float *src = weights + (int64_t)j * CONV_CHUNK * p->cin * kk;
     if (p->copy_weights) {
         const int rows = (j + 1) * CONV_CHUNK <= p->cout ? CONV_CHUNK : p->cout % CONV_CHUNK;
         memset(pad, 0, sizeof(float) * (size_t)(rows * p->cin_p * kk));
@@ -184,7 +186,7 @@ static int pack_chunk(const conv_plan *p, int j, int q, const float *weights, ch
                    sizeof(float) * (size_t)(p->piece * kk));
         src = pad;
     }
-    return conv_pack_weights(c, src, dst + (size_t)(j * p->n_pieces + q) * p->packed_stride, err);
+    return conv_pack_weights(c, src, dst, err);
 }
 
 /* The profile label's index, added when new; -1 when out of memory. */
@@ -207,6 +209,7 @@ static void plan_free(conv_plan *p) {
         free(p->tap);
     }
     if (p->tap_weights) munmap(p->tap_weights, p->tap_bytes);
+    free(p->tail_src);
     free(p->packed);
     free(p->zero_bias);
     memset(p, 0, sizeof *p);
@@ -214,6 +217,13 @@ static void plan_free(conv_plan *p) {
 
 static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w, int ksz,
                      int relu, int src_blocked, int dst_blocked, char *err);
+
+/* Plain weights of output chunk j, from the layer's weights or, for a tail
+ * packed at each use, from the plan's own copy. */
+static const float *chunk_src(const conv_plan *p, const float *weights, int j) {
+    if (p->tail_src && j == p->n_chunks - 1) return p->tail_src;
+    return weights + (int64_t)j * CONV_CHUNK * p->cin * p->k * p->k;
+}
 
 /* A narrow 3x3 layer over many channels (a coupling network's last layer,
  * 512 -> 12 say) pads its few outputs to a whole block and runs well below
@@ -280,7 +290,9 @@ static int plan_taps(glowrt_session *s, conv_plan *p, const float *weights, int 
  * packing only reorders them (the session then holds them instead of the
  * file's pages); where it pads them (a channel count that is not a multiple
  * of the block), at each use into scratch, so that memory never grows with
- * the model's depth beyond the weights themselves. */
+ * the model's depth beyond the weights themselves. Padded input channels pad
+ * every chunk; padded output channels only the tail chunk, and only that
+ * chunk is then packed at each use. */
 static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w, int ksz,
                      int relu, int src_blocked, int dst_blocked, char *err) {
     memset(p, 0, sizeof *p);
@@ -320,9 +332,35 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
     const size_t full = p->full ? conv_packed_size(p->full) : 0, tail = p->tail ? conv_packed_size(p->tail) : 0;
     p->packed_stride = full ? full : tail;  /* the tail chunk is the last */
     p->packed_total = (full * (size_t)(cout / CONV_CHUNK) + tail) * (size_t)p->n_pieces;
-    p->pack_on_use = p->packed_total != sizeof(float) * (size_t)cout * (size_t)cin * (size_t)(ksz * ksz);
+    p->pack_on_use = full != sizeof(float) * (size_t)CONV_CHUNK * (size_t)cin * (size_t)(ksz * ksz) &&
+                     p->packed_total != sizeof(float) * (size_t)cout * (size_t)cin * (size_t)(ksz * ksz);
+    p->tail_on_use = !p->pack_on_use && tail &&
+                     tail != sizeof(float) * (size_t)(cout % CONV_CHUNK) * (size_t)cin * (size_t)(ksz * ksz);
     const size_t pad_floats = (size_t)CONV_CHUNK * (size_t)cin_p * (size_t)(ksz * ksz);
     if (p->copy_weights && pad_floats > s->pad_size) s->pad_size = pad_floats;
+    if (p->tail_on_use) {
+        /* The tail's pieces may be packed at once by different threads. */
+        p->packed_total = full * (size_t)(cout / CONV_CHUNK) * (size_t)p->n_pieces;
+        const size_t need = p->packed_stride * (size_t)p->n_pieces;
+        if (need > s->pack_size) s->pack_size = need;
+        /* The tail keeps a copy of its plain weights (the layer's are
+         * released once the other chunks are packed), and its packing
+         * primitive is created now, not in a parallel region. */
+        const size_t t_floats = (size_t)(cout % CONV_CHUNK) * (size_t)cin * (size_t)(ksz * ksz);
+        if (!(p->tail_src = malloc(sizeof(float) * t_floats))) {
+            snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+            return 1;
+        }
+        memcpy(p->tail_src, weights + (int64_t)(cout / CONV_CHUNK) * CONV_CHUNK * cin * ksz * ksz, sizeof(float) * t_floats);
+        float *probe = calloc(pad_floats + 1, sizeof(float));
+        char *dst = NULL;
+        int rc = !probe || posix_memalign((void **)&dst, 64, tail + 64);
+        if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+        else rc = pack_chunk(p, p->n_chunks - 1, 0, p->tail_src, dst, probe, err);
+        free(probe);
+        free(dst);
+        if (rc) return rc;
+    }
     if (p->pack_on_use) {
         if (p->packed_total > s->pack_size) s->pack_size = p->packed_total;
         /* Creates the chunks' packing primitives now, not in a parallel region. */
@@ -334,7 +372,9 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
         int rc = !probe || posix_memalign((void **)&dst, 64, p->packed_total + 64);
         if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
         for (int j = 0; j < p->n_chunks && !rc; j++)
-            for (int q = 0; q < p->n_pieces && !rc; q++) rc = pack_chunk(p, j, q, probe, dst, probe + w_floats, err);
+            for (int q = 0; q < p->n_pieces && !rc; q++)
+                rc = pack_chunk(p, j, q, chunk_src(p, probe, j), dst + (size_t)(j * p->n_pieces + q) * p->packed_stride,
+                                probe + w_floats, err);
         free(probe);
         free(dst);
         return rc;
@@ -347,8 +387,11 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
     float *pad = p->copy_weights ? calloc(pad_floats, sizeof(float)) : NULL;
     int rc = p->copy_weights && !pad;
     if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
-    for (int j = 0; j < p->n_chunks && !rc; j++)
-        for (int q = 0; q < p->n_pieces && !rc; q++) rc = pack_chunk(p, j, q, weights, p->packed, pad, err);
+    const int n_once = p->tail_on_use ? p->n_chunks - 1 : p->n_chunks;
+    for (int j = 0; j < n_once && !rc; j++)
+        for (int q = 0; q < p->n_pieces && !rc; q++)
+            rc = pack_chunk(p, j, q, chunk_src(p, weights, j), p->packed + (size_t)(j * p->n_pieces + q) * p->packed_stride,
+                            pad, err);
     free(pad);
     return rc;
 }
@@ -653,11 +696,14 @@ static void run_conv(worker *w, int wid, int par, const conv_plan *p, const floa
         char err[GLOWRT_ERR_LEN];
         const int64_t o = (int64_t)j * CONV_CHUNK;
         const float *wj = weights + o * wsz;
-        if (p->pack_on_use) {
-            /* Items are distinct regions of the worker's buffer; the pad
-             * copy is only needed by one item at a time per thread. */
+        const int on_use = p->pack_on_use || (p->tail_on_use && j == p->n_chunks - 1);
+        if (on_use) {
+            /* Items are distinct regions of the worker's buffer (a tail
+             * packed alone: its pieces'); the pad copy is only needed by one
+             * item at a time per thread. */
             float *pad = w->wpad + (team ? (size_t)tid * w->pad_stride : 0);
-            if (pack_chunk(p, j, q, weights, w->wpack, pad, err)) {
+            char *at = w->wpack + (size_t)(p->pack_on_use ? it : q) * p->packed_stride;
+            if (pack_chunk(p, j, q, chunk_src(p, weights, j), at, pad, err)) {
 #pragma omp critical(glowrt_err)
                 {
                     w->failed = 1;
@@ -665,7 +711,7 @@ static void run_conv(worker *w, int wid, int par, const conv_plan *p, const floa
                 }
                 continue;
             }
-            wj = (const float *)(w->wpack + (size_t)it * p->packed_stride);
+            wj = (const float *)at;
         } else if (p->packed) {
             wj = (const float *)(p->packed + (size_t)it * p->packed_stride);
         }
