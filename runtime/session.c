@@ -660,18 +660,28 @@ static double sum_parts(const double *part, int n) {
 
 /* dst[c] = bias[c] + the sum over taps t = 3*ky + kx of T[t*cout + c]
  * shifted by (ky - 1, kx - 1), zero outside; T and dst blocked
- * [ceil(n/B)][H*W][B], dst's padding channels zeroed. Taps in a fixed order. */
+ * [ceil(n/B)][H*W][B], dst's padding channels zeroed. Taps in a fixed order.
+ * An output block's channels of one tap are T channels t*cout + c0 ...: at
+ * most two runs of lanes of consecutive T blocks, each added contiguously. */
 static void sum_taps(const float *T, const float *bias, float *dst, int cout, int H, int W, int B) {
     const int64_t hw = (int64_t)H * W;
-    for (int c = 0; c < (int)round_up(cout, B); c++) {
-        float *d = dst + (int64_t)(c / B) * hw * B + c % B;
-        for (int64_t i = 0; i < hw; i++) d[i * B] = c < cout ? bias[c] : 0.0f;
-        for (int t = 0; t < 9 && c < cout; t++) {
-            const int dy = t / 3 - 1, dx = t % 3 - 1, tc = t * cout + c;
-            const float *src = T + (int64_t)(tc / B) * hw * B + tc % B;
+    for (int c0 = 0; c0 < cout; c0 += B) {
+        float *d = dst + (int64_t)(c0 / B) * hw * B;
+        const int nv = cout - c0 < B ? cout - c0 : B;  /* valid lanes of this block */
+        for (int64_t i = 0; i < hw; i++)
+            for (int l = 0; l < B; l++) d[i * B + l] = l < nv ? bias[c0 + l] : 0.0f;
+        for (int t = 0; t < 9; t++) {
+            const int dy = t / 3 - 1, dx = t % 3 - 1, s0 = t * cout + c0, off = s0 % B;
+            /* lanes [0, n1) from block s0/B at lane off, lanes [n1, nv) from the next at lane 0 */
+            const int n1 = B - off < nv ? B - off : nv;
+            const float *src1 = T + (int64_t)(s0 / B) * hw * B + off, *src2 = src1 + hw * B - off;
             for (int y = dy < 0 ? 1 : 0; y < (dy > 0 ? H - 1 : H); y++)
-                for (int x = dx < 0 ? 1 : 0; x < (dx > 0 ? W - 1 : W); x++)
-                    d[((int64_t)y * W + x) * B] += src[((int64_t)(y + dy) * W + (x + dx)) * B];
+                for (int x = dx < 0 ? 1 : 0; x < (dx > 0 ? W - 1 : W); x++) {
+                    float *dp = d + ((int64_t)y * W + x) * B;
+                    const int64_t sp = ((int64_t)(y + dy) * W + (x + dx)) * B;
+                    for (int l = 0; l < n1; l++) dp[l] += src1[sp + l];
+                    for (int l = n1; l < nv; l++) dp[l] += src2[sp + l - n1];
+                }
         }
     }
 }
