@@ -56,8 +56,12 @@ int glowrt_session_create(const glowrt_model *model, int max_batch, int height, 
 void glowrt_session_free(glowrt_session *session);
 
 /* x: n images [n, C, H, W] in model space (n <= max_batch).
- * log_p[i] = log p(z) + logdet in nats at x_i (the exact continuous density).
- * encode also writes eps [n, D] (standardised latents, finest level first). */
+ * log_p[i] = log p(z) + logdet in nats at x_i (the exact continuous density);
+ * -inf or NaN where float32 overflows (inputs far outside model space).
+ * encode also writes eps [n, D] (standardised latents, finest level first),
+ * and fails, naming the image, when some eps is not finite. decode and
+ * sample fail the same way when some output is not finite (latents far from
+ * the prior). */
 int glowrt_log_prob(glowrt_session *s, const float *x, int n, double *log_p, char *err);
 int glowrt_encode(glowrt_session *s, const float *x, int n, float *eps, double *log_p, char *err);
 /* eps [n, D] -> x [n, C, H, W]; the exact inverse of encode. */

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <setjmp.h>
@@ -249,7 +250,7 @@ static int af_commit(afile *a, const char *path, char *err, size_t errlen)
 /* ------------------------------------------------------------------------ */
 /* .npy                                                                      */
 
-enum { NPY_F4 = 1, NPY_U1 = 2 };
+enum { NPY_F4 = 1, NPY_U1 = 2, NPY_F8 = 3 };
 #define NPY_MAX_PARSE_NDIM 32
 
 typedef struct {
@@ -441,12 +442,14 @@ static int npy_open(const char *path, FILE *f, int64_t fsize, npy_info *info, in
     safe_copy(d, sizeof d, info->descr, sizeof info->descr);
     if (strcmp(info->descr, "<f4") == 0) {
         info->dtype = NPY_F4;
+    } else if (strcmp(info->descr, "<f8") == 0) {
+        info->dtype = NPY_F8;
     } else if (allow_u1 && (strcmp(info->descr, "|u1") == 0 || strcmp(info->descr, "<u1") == 0 ||
                             strcmp(info->descr, ">u1") == 0)) {
         info->dtype = NPY_U1;
     } else {
         return io_error(err, errlen, path, "dtype %s not supported (need %s)", d,
-                      allow_u1 ? "<f4 or |u1" : "<f4");
+                      allow_u1 ? "<f4, <f8 or |u1" : "<f4 or <f8");
     }
     int64_t ne = 1;
     for (int i = 0; i < info->ndim; ++i) {
@@ -459,7 +462,7 @@ static int npy_open(const char *path, FILE *f, int64_t fsize, npy_info *info, in
     }
     info->nelem = ne;
     info->data_offset = preamble + hlen;
-    int64_t need = ne * (info->dtype == NPY_F4 ? 4 : 1);
+    int64_t need = ne * (info->dtype == NPY_F4 ? 4 : info->dtype == NPY_F8 ? 8 : 1);
     int64_t have = fsize - info->data_offset;
     if (have < need)
         return io_error(err, errlen, path, "truncated .npy data: header needs %lld bytes, file has %lld",
@@ -475,6 +478,32 @@ static int check_finite(const char *path, const float *x, int64_t n, char *err, 
     for (int64_t i = 0; i < n; ++i)
         if (!isfinite(x[i]))
             return io_error(err, errlen, path, "non-finite value at flat index %lld", (long long)i);
+    return 0;
+}
+
+/* The data of a float32 or float64 .npy into x (float32), every value
+ * finite; float64 ones must fit float32's range. */
+static int read_float_data(const char *path, FILE *f, const npy_info *info, float *x, char *err, size_t errlen)
+{
+    if (info->dtype == NPY_F4) {
+        if (read_exact(f, x, (size_t)info->nelem * sizeof(float)) != 0)
+            return io_error(err, errlen, path, "read error in .npy data");
+        return check_finite(path, x, info->nelem, err, errlen);
+    }
+    double buf[4096];
+    for (int64_t i0 = 0; i0 < info->nelem; i0 += 4096) {
+        const int64_t k = info->nelem - i0 < 4096 ? info->nelem - i0 : 4096;
+        if (read_exact(f, buf, (size_t)k * sizeof(double)) != 0)
+            return io_error(err, errlen, path, "read error in .npy data");
+        for (int64_t i = 0; i < k; ++i) {
+            if (!isfinite(buf[i]))
+                return io_error(err, errlen, path, "non-finite value at flat index %lld", (long long)(i0 + i));
+            if (fabs(buf[i]) > FLT_MAX)
+                return io_error(err, errlen, path, "value %g at flat index %lld is beyond float32's range",
+                                buf[i], (long long)(i0 + i));
+            x[i0 + i] = (float)buf[i];
+        }
+    }
     return 0;
 }
 
@@ -504,13 +533,9 @@ int io_read_npy_f32(const char *path, float **data, int *ndim, int64_t shape[4],
         fclose(f);
         return io_error(err, errlen, path, "out of memory");
     }
-    if (read_exact(f, x, (size_t)info.nelem * sizeof(float)) != 0) {
-        free(x);
-        fclose(f);
-        return io_error(err, errlen, path, "read error in .npy data");
-    }
+    const int rc = read_float_data(path, f, &info, x, err, errlen);
     fclose(f);
-    if (check_finite(path, x, info.nelem, err, errlen) != 0) {
+    if (rc != 0) {
         free(x);
         return -1;
     }
@@ -861,20 +886,16 @@ static int read_npy_input(const char *path, FILE *f, int64_t fsize, int n_bits, 
     if (npy_open(path, f, fsize, &info, 1, err, errlen) != 0) return -1;
     char s[200];
     shape_str(info.shape, info.ndim, s, sizeof s);
-    if (info.dtype == NPY_F4) {
+    if (info.dtype == NPY_F4 || info.dtype == NPY_F8) {
         if (info.ndim != 4)
-            return io_error(err, errlen, path, "float32 input must have shape [N,C,H,W], got %s", s);
+            return io_error(err, errlen, path, "float input must have shape [N,C,H,W], got %s", s);
         if (info.nelem == 0) return io_error(err, errlen, path, "empty array of shape %s", s);
         if (info.shape[1] != model_c)
-            return io_error(err, errlen, path, "float32 input has %lld channels, model expects %d",
+            return io_error(err, errlen, path, "float input has %lld channels, model expects %d",
                           (long long)info.shape[1], model_c);
         float *x = malloc((size_t)info.nelem * sizeof(float));
         if (!x) return io_error(err, errlen, path, "out of memory");
-        if (read_exact(f, x, (size_t)info.nelem * sizeof(float)) != 0) {
-            free(x);
-            return io_error(err, errlen, path, "read error in .npy data");
-        }
-        if (check_finite(path, x, info.nelem, err, errlen) != 0) {
+        if (read_float_data(path, f, &info, x, err, errlen) != 0) {
             free(x);
             return -1;
         }

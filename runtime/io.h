@@ -55,8 +55,9 @@ typedef struct {
 } io_images;
 
 /* Read one model input file. Format chosen by content (magic bytes):
- *   .npy <f4, C order, shape [N,C,H,W]: used as is (no quantisation), C must
- *        equal model_c; values must be finite.
+ *   .npy <f4 or <f8, C order, shape [N,C,H,W]: used as is (no quantisation;
+ *        float64 rounded to float32), C must equal model_c; values must be
+ *        finite (and within float32's range).
  *   .npy |u1 (or <u1), shape [N,H,W] (gray) or [N,H,W,C] with C in {1,3,4}:
  *        pixels -> model space.
  *   PNG (1/2/4/8/16-bit gray, gray+alpha, RGB, RGBA, palette; interlaced ok)
@@ -68,7 +69,8 @@ int io_read_input(const char *path, int n_bits, int model_c, io_images *out,
 
 void io_images_free(io_images *im);   /* frees im->x, zeroes *im; NULL ok */
 
-/* Read a float32 (<f4, C order) .npy with 1..4 dims (latents [N, D]).
+/* Read a float32 or float64 (<f4 / <f8, C order) .npy with 1..4 dims
+ * (latents [N, D]) as float32.
  * *data is malloc'ed (free()); shape[i] for i >= *ndim is set to 1.
  * Values must be finite. */
 int io_read_npy_f32(const char *path, float **data, int *ndim,

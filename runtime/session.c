@@ -1010,9 +1010,36 @@ static int run_job(glowrt_session *s, const job *j, int n, char *err) {
     return 0;
 }
 
+/* The first image of y [n][D] with a value that is not finite, or -1; its
+ * largest finite |value| of src [n][src_d] into *max_abs. A float32
+ * overflow must not pass for a result. */
+static int first_nonfinite(const float *y, int n, int64_t D, const float *src, int64_t src_d, double *max_abs) {
+    for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < D; k++)
+            if (!isfinite(y[(int64_t)i * D + k])) {
+                double m = 0;
+                for (int64_t q = 0; src && q < src_d; q++) {
+                    const double v = fabs((double)src[(int64_t)i * src_d + q]);
+                    if (v > m && isfinite(v)) m = v;
+                }
+                *max_abs = m;
+                return i;
+            }
+    return -1;
+}
+
 int glowrt_encode(glowrt_session *s, const float *x, int n, float *eps, double *log_p, char *err) {
     const job j = {JOB_FORWARD, x, eps, log_p, 0, 0, 0};
-    return run_job(s, &j, n, err);
+    if (run_job(s, &j, n, err)) return 1;
+    double m = 0;
+    const int bad = eps ? first_nonfinite(eps, n, s->D, x, s->D, &m) : -1;
+    if (bad >= 0) {
+        snprintf(err, GLOWRT_ERR_LEN,
+                 "image %d of the batch: its latents overflow float32 (input values up to |x| = %g; "
+                 "images in model space lie in [-0.5, 0.5])", bad, m);
+        return 1;
+    }
+    return 0;
 }
 
 int glowrt_log_prob(glowrt_session *s, const float *x, int n, double *log_p, char *err) {
@@ -1021,12 +1048,29 @@ int glowrt_log_prob(glowrt_session *s, const float *x, int n, double *log_p, cha
 
 int glowrt_decode(glowrt_session *s, const float *eps, int n, float *x, char *err) {
     const job j = {JOB_REVERSE, eps, x, NULL, 0, 0, 0};
-    return run_job(s, &j, n, err);
+    if (run_job(s, &j, n, err)) return 1;
+    double m = 0;
+    const int bad = first_nonfinite(x, n, s->D, eps, s->D, &m);
+    if (bad >= 0) {
+        snprintf(err, GLOWRT_ERR_LEN,
+                 "image %d of the batch: decoding overflows float32 (latents up to |eps| = %g, "
+                 "far from the prior's N(0, 1))", bad, m);
+        return 1;
+    }
+    return 0;
 }
 
 int glowrt_sample(glowrt_session *s, uint64_t seed, uint64_t first_index, int n, float temp, float *x, char *err) {
     const job j = {JOB_SAMPLE, NULL, x, NULL, seed, first_index, temp};
-    return run_job(s, &j, n, err);
+    if (run_job(s, &j, n, err)) return 1;
+    double m = 0;
+    const int bad = first_nonfinite(x, n, s->D, NULL, 0, &m);
+    if (bad >= 0) {
+        snprintf(err, GLOWRT_ERR_LEN, "sample %llu: decoding overflows float32 at temperature %g",
+                 (unsigned long long)(first_index + (uint64_t)bad), (double)temp);
+        return 1;
+    }
+    return 0;
 }
 
 int glowrt_session_profile(glowrt_session *s, int on) {

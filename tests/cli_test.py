@@ -16,6 +16,8 @@ usage: cli_test.py --glowrt build/glowrt [--only errors,determinism,memory]
 Ends with the line 'N passed, N failed'; exit code 1 if any failed.
 """
 import argparse
+import csv
+import io
 import os
 import struct
 import subprocess
@@ -222,7 +224,7 @@ def test_errors(glowrt, tmp):
         np.save(f, arr)
         return f.getvalue()
 
-    bad_input("npy float64", npy(x.astype(np.float64)), "f64.npy")
+    bad_input("npy float64 beyond float32's range", npy(np.full((1, 3, 8, 8), 1e300)), "f64big.npy")
     bad_input("npy big-endian float32", npy(x.astype(">f4")), "be.npy")
     bad_input("npy wrong channel count", npy(np.zeros((1, 2, 8, 8), np.float32)), "c2.npy")
     bad_input("npy 3-d float32", npy(np.zeros((3, 8, 8), np.float32)), "d3.npy")
@@ -234,6 +236,27 @@ def test_errors(glowrt, tmp):
     bad_input("npy fortran order", full.replace(b"'fortran_order': False", b"'fortran_order': True "), "fo.npy")
     bad_input("npy huge shape", full.replace(b"'shape': (2, 3, 8, 8)", b"'shape': (9999999999, 3, 8, 8)"), "hs.npy")
     bad_input("npy with NaN", npy(np.full((1, 3, 8, 8), np.nan, np.float32)), "nan.npy")
+    # float64 arrays (numpy's default) are rounded to float32: same scores
+    f64 = os.path.join(tmp, "x64.npy")
+    np.save(f64, x.astype(np.float64))
+    r64, r32 = run([glowrt, "score", model, f64]), run([glowrt, "score", model, xin])
+    check("float64 .npy scores as its float32 rounding",
+          r64.returncode == 0 and r64.stdout.replace(f64, xin) == r32.stdout,
+          r64.stdout + r64.stderr)
+    # float32 overflow is an error, never a score of -inf or latents of inf/NaN
+    huge = os.path.join(tmp, "huge.npy")
+    np.save(huge, np.concatenate([x[:1], np.full((1, 3, 8, 8), 1e30, np.float32)]))
+    rh = run([glowrt, "score", model, huge])
+    rows = list(csv.reader(io.StringIO(rh.stdout)))
+    check("input far outside model space: its row carries the error, the other is scored (exit 3)",
+          rh.returncode == 3 and len(rows) == 3 and rows[1][3] == "" and rows[2][1] == "" and
+          "overflows float32" in rows[2][3], rh.stdout + rh.stderr)
+    expect_error("encode of an input far outside model space", [glowrt, "encode", model, huge, "-o",
+                                                                os.path.join(tmp, "e.npy")], huge)
+    zbig = os.path.join(tmp, "zbig.npy")
+    np.save(zbig, np.full((1, 3 * 8 * 8), 1e4, np.float32))
+    expect_error("decode of latents far from the prior", [glowrt, "decode", model, zbig, "-o",
+                                                          os.path.join(tmp, "d.npy")], zbig)
     z = os.path.join(tmp, "z.npy")
     np.save(z, np.zeros((2, 100), np.float32))
     expect_error("latents of the wrong length", [glowrt, "decode", model, z, "-o", os.path.join(tmp, "d.npy")], z)

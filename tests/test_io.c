@@ -843,7 +843,7 @@ Test(hostile, misc_files, .init = setup, .fini = teardown)
 Test(hostile, npy_headers, .init = setup, .fini = teardown)
 {
     float f4[6] = {0};
-    double f8[6] = {0};
+    double f8big[6] = {0.1, 0.2, 1e300, 0, 0, 0}, f8nan[6] = {0, 0, 0, 0, NAN, 0};
     struct {
         const char *name;
         int major;
@@ -852,7 +852,9 @@ Test(hostile, npy_headers, .init = setup, .fini = teardown)
         const void *data;
         size_t len;
     } cases[] = {
-        {"f8.npy", 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 2, 3), }", 1, f8, sizeof f8},
+        {"f8big.npy", 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 2, 3), }", 1, f8big, sizeof f8big},
+        {"f8nan.npy", 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 2, 3), }", 1, f8nan, sizeof f8nan},
+        {"f8short.npy", 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 2, 3), }", 1, f8big, 40},
         {"bigend.npy", 1, "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1, 2, 3), }", 1, f4, sizeof f4},
         {"i4.npy", 1, "{'descr': '<i4', 'fortran_order': False, 'shape': (1, 1, 2, 3), }", 1, f4, sizeof f4},
         {"fortran.npy", 1, "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1, 2, 3), }", 1, f4, sizeof f4},
@@ -909,7 +911,7 @@ Test(hostile, npy_headers, .init = setup, .fini = teardown)
     expect_input_error(tp("nan.npy"), 8, 1);
 
     /* io_read_npy_f32 on the same kind of junk */
-    const char *lat_bad[] = {"f8.npy", "bigend.npy", "fortran.npy", "ndim5.npy", "short.npy", "huge.npy",
+    const char *lat_bad[] = {"f8big.npy", "f8nan.npy", "f8short.npy", "bigend.npy", "fortran.npy", "ndim5.npy", "short.npy", "huge.npy",
                              "noterm.npy", "magic.npy", "u8ndim2.npy", "nan.npy"};
     for (size_t i = 0; i < sizeof lat_bad / sizeof *lat_bad; ++i) {
         char err[512];
@@ -920,9 +922,33 @@ Test(hostile, npy_headers, .init = setup, .fini = teardown)
         ASSERT_IO_ERR(rc, err, tp(lat_bad[i]));
         cr_assert_null(x);
     }
-    /* the <f8 message says what is wrong */
+    /* the dtype message says what is wrong, and what would do */
     char err[512];
     io_images im;
-    io_read_input(tp("f8.npy"), 8, 1, &im, err, sizeof err);
+    io_read_input(tp("i4.npy"), 8, 1, &im, err, sizeof err);
+    cr_assert_not_null(strstr(err, "<i4"), "%s", err);
     cr_assert_not_null(strstr(err, "<f8"), "%s", err);
+    io_read_input(tp("f8big.npy"), 8, 1, &im, err, sizeof err);
+    cr_assert_not_null(strstr(err, "float32's range"), "%s", err);
+}
+
+/* float64 arrays (numpy's default dtype) read as their float32 rounding */
+Test(io, npy_float64, .init = setup, .fini = teardown)
+{
+    double v[6] = {0.1, -0.25, 1.0 / 3.0, 0.49999999999, -0.5, 1e-40};
+    write_npy_raw(tp("f8.npy"), 1, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1, 2, 3), }", 1, v,
+                  sizeof v);
+    io_images im;
+    char err[512];
+    cr_assert_eq(io_read_input(tp("f8.npy"), 8, 1, &im, err, sizeof err), 0, "%s", err);
+    cr_assert(im.n == 1 && im.c == 1 && im.h == 2 && im.w == 3);
+    for (int i = 0; i < 6; ++i) cr_assert_eq(im.x[i], (float)v[i], "element %d", i);
+    io_images_free(&im);
+    float *x = NULL;
+    int nd;
+    int64_t sh[4];
+    cr_assert_eq(io_read_npy_f32(tp("f8.npy"), &x, &nd, sh, err, sizeof err), 0, "%s", err);
+    cr_assert(nd == 4 && sh[2] == 2 && sh[3] == 3);
+    for (int i = 0; i < 6; ++i) cr_assert_eq(x[i], (float)v[i], "element %d", i);
+    free(x);
 }

@@ -16,7 +16,7 @@
 static const char *DECODE_HELP =
     "usage: glowrt decode MODEL Z.npy -o OUT [--size S|HxW] [--batch N] [--threads N]\n"
     "\n"
-    "The exact inverse of encode: latents eps float32 [N, D] back to images.\n"
+    "The exact inverse of encode: latents eps [N, D] (float32 or float64) back to images.\n"
     "OUT is .npy (float32 [N,C,H,W], model space), .png/.jpg (one image, or a\n"
     "grid when N > 1), or a directory (one PNG per sample).\n"
     "\n"
@@ -63,14 +63,15 @@ int cmd_decode(int argc, char **argv) {
     if (io_read_npy_f32(zpath, &eps, &ndim, shape, err, sizeof err)) die("%s", err);
     const int64_t D = glowrt_dim(m, h, w);
     if (ndim != 2 || shape[1] != D)
-        die("%s: latents must be float32 [N, %" PRId64 "] for %dx%d images (see --size)", zpath, D, h, w);
+        die("%s: latents must be [N, %" PRId64 "] for %dx%d images (see --size)", zpath, D, h, w);
     const int64_t n = shape[0];
     float *x = malloc((size_t)(n > 0 ? n : 1) * (size_t)D * sizeof(float));
     if (!x) die("out of memory");
     glowrt_session *s = make_session(m, &o, h, w);
     for (int64_t i0 = 0; i0 < n; i0 += o.batch) {
         int k = (int)(n - i0 < o.batch ? n - i0 : o.batch);
-        if (glowrt_decode(s, eps + i0 * D, k, x + i0 * D, err)) die("%s: %s", zpath, err);
+        if (glowrt_decode(s, eps + i0 * D, k, x + i0 * D, err))
+            die("%s[%" PRId64 "..%" PRId64 "]: %s", zpath, i0, i0 + k - 1, err);
     }
     write_output(m, o.output, x, n, h, w);
     glowrt_session_free(s);

@@ -46,7 +46,7 @@ static void encode_file(const io_images *im, const char *path, int is_array, voi
     for (int64_t i0 = 0; i0 < im->n; i0 += ctx->o.batch) {
         int n = (int)(im->n - i0 < ctx->o.batch ? im->n - i0 : ctx->o.batch);
         if (glowrt_encode(ctx->s, im->x + i0 * ctx->D, n, ctx->eps + (ctx->n + i0) * ctx->D, NULL, err))
-            die("%s: %s", path, err);
+            die("%s[%" PRId64 "..%" PRId64 "]: %s", path, i0, i0 + n - 1, err);
     }
     ctx->n += im->n;
 }

@@ -80,7 +80,8 @@ static void decode_all(enc *e, const float *eps, int64_t n, float *x) {
     char err[GLOWRT_ERR_LEN];
     for (int64_t i0 = 0; i0 < n; i0 += e->o->batch) {
         int k = (int)(n - i0 < e->o->batch ? n - i0 : e->o->batch);
-        if (glowrt_decode(e->s, eps + i0 * e->D, k, x + i0 * e->D, err)) die("%s", err);
+        if (glowrt_decode(e->s, eps + i0 * e->D, k, x + i0 * e->D, err))
+            die("output images %" PRId64 "..%" PRId64 ": %s", i0, i0 + k - 1, err);
     }
 }
 

@@ -26,7 +26,7 @@ static const char *SCORE_HELP =
     "the model-space input; bpd = -(log_p - D ln n_bins) / (D ln 2). Rows are\n"
     "written as they are scored, each whole.\n"
     "\n"
-    "INPUT: a float32 .npy [N,C,H,W] in model space (used as is), a uint8 .npy of\n"
+    "INPUT: a float32 or float64 .npy [N,C,H,W] in model space (used as is), a uint8 .npy of\n"
     "pixels [N,H,W] or [N,H,W,C], an idx3-ubyte file (MNIST format, gzipped or\n"
     "not), a .png, a .jpg/.jpeg, a directory of png/jpg/npy files, or '-': paths\n"
     "(or directories) on stdin, one per line, scored as they arrive. Pixels go to\n"

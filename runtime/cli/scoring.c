@@ -249,6 +249,18 @@ static void run_batch(run_state *st, const source *src, const int64_t *idx, int 
             emit_fail(st, id, msg);
             continue;
         }
+        if (!isfinite(st->log_p[b])) {  /* float32 overflow: no score, not -inf */
+            const float *x = st->xb + b * D;
+            double m = 0;
+            for (int64_t j = 0; j < D; j++)
+                if (fabs(x[j]) > m) m = fabs(x[j]);
+            char msg[PATH_MAX + 160];
+            snprintf(msg, sizeof msg,
+                     "%s: log_p overflows float32 (input values up to |x| = %g; images in model space lie in "
+                     "[-0.5, 0.5])", id, m);
+            emit_fail(st, id, msg);
+            continue;
+        }
         score_row r = {.id = id, .log_p = st->log_p[b], .cx_bpd = NAN, .error = NULL};
         glowrt_info info;
         glowrt_model_info(sc->m, &info);
