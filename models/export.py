@@ -562,6 +562,16 @@ def train_info(ckpt):
     return out
 
 
+def trained_n_bits(ckpt):
+    """n_bits from models/train.py's progress.json beside the checkpoint, or None."""
+    prog = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "progress.json")
+    try:
+        v = json.load(open(prog)).get("config", {}).get("n_bits")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return v if isinstance(v, int) else None
+
+
 def parse_size(s):
     m = re.fullmatch(r"(\d+)(?:x(\d+))?", s)
     if not m:
@@ -588,7 +598,10 @@ def main(argv=None):
     ap.add_argument("checkpoint")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--image-size", required=True, help="S or HxW (default size stored in the file)")
-    ap.add_argument("--n-bits", type=int, default=8)
+    ap.add_argument("--n-bits", type=int,
+                    help="bits per pixel the model was trained at: a state_dict does not record it "
+                         "(rosinality's train.py: 5 by default; y0ast's and models/train.py: 8); "
+                         "read from models/train.py's progress.json beside the checkpoint when there")
     ap.add_argument("--alignment", type=int, default=64)
     ap.add_argument("--flow-permutation", choices=Y0AST_PERMS,
                     help="y0ast: the model's flow_permutation, needed when its steps store no permutation keys")
@@ -596,6 +609,14 @@ def main(argv=None):
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
     try:
+        known = trained_n_bits(a.checkpoint)
+        if a.n_bits is None and known is None:
+            raise ExportError("--n-bits is required: a state_dict does not record the bits per pixel the model "
+                              "was trained at (rosinality's train.py defaults to 5, y0ast's to 8)")
+        if a.n_bits is not None and known is not None and a.n_bits != known:
+            raise ExportError("--n-bits %d contradicts n_bits %d in the checkpoint's progress.json"
+                              % (a.n_bits, known))
+        a.n_bits = a.n_bits if a.n_bits is not None else known
         if not 1 <= a.n_bits <= 8:
             raise ExportError("--n-bits must be 1..8")
         h, w = parse_size(a.image_size)

@@ -7,6 +7,7 @@ float64 plan executor against glow.py in float64 (log_p, eps, decode) for a few
 configurations; the exporter's refusals; corruption detection of the reader.
 Prints 'N passed, N failed', exit 1 on failure.
 """
+import json
 import os
 import subprocess
 import sys
@@ -59,7 +60,7 @@ def main():
             sd = {"module." + a: b for a, b in sd.items()}
         pt, gl = os.path.join(tmp, "m%d.pt" % k), os.path.join(tmp, "m%d.glow" % k)
         torch.save(sd, pt)
-        rc = export_quiet(["rosinality", pt, "-o", gl, "--image-size", "%dx%d" % (H, W), "-q"])
+        rc = export_quiet(["rosinality", pt, "-o", gl, "--image-size", "%dx%d" % (H, W), "--n-bits", "8", "-q"])
         check("export " + tag, rc == 0)
         if rc:
             continue
@@ -92,7 +93,8 @@ def main():
         torch.save(sd_bad, p)
         if os.path.exists(out):
             os.remove(out)
-        check("refuses " + name, export_quiet(["rosinality", p, "-o", out, "--image-size", size, "-q"]) == 2
+        check("refuses " + name, export_quiet(["rosinality", p, "-o", out, "--image-size", size, "--n-bits", "8",
+                                               "-q"]) == 2
               and not os.path.exists(out))
 
     refused("uninitialised actnorm", Glow(1, 1, 2, hidden=8).state_dict())
@@ -103,6 +105,22 @@ def main():
     del sd2["blocks.1.prior.scale"]
     refused("missing key", sd2)
     refused("inconsistent shape", dict(sd, **{"blocks.0.flows.0.coupling.net.0.bias": torch.zeros(7)}))
+
+    # n_bits: required (a state_dict does not record it) unless train.py's progress.json says it
+    nb = os.path.join(tmp, "nbits")
+    os.makedirs(nb, exist_ok=True)
+    p, out_nb = os.path.join(nb, "model_0000001.pt"), os.path.join(nb, "m.glow")
+    torch.save(sd, p)
+    check("refuses a checkpoint without --n-bits",
+          export_quiet(["rosinality", p, "-o", out_nb, "--image-size", "8", "-q"]) == 2 and not os.path.exists(out_nb))
+    with open(os.path.join(nb, "progress.json"), "w") as f:
+        json.dump({"config": {"n_bits": 5}}, f)
+    rc = export_quiet(["rosinality", p, "-o", out_nb, "--image-size", "8", "-q"])
+    check("n_bits from progress.json", rc == 0 and glowfile.read_glow(out_nb).kv["glow.n_bits"] == 5)
+    os.remove(out_nb)
+    check("refuses --n-bits that contradicts progress.json",
+          export_quiet(["rosinality", p, "-o", out_nb, "--image-size", "8", "--n-bits", "8", "-q"]) == 2
+          and not os.path.exists(out_nb))
 
     # corruption is detected
     good = os.path.join(tmp, "m0.glow")

@@ -123,7 +123,7 @@ def run_bad(args, work):
     for k, (name, sd, extra, word) in enumerate(bad_checkpoints()):
         pt, gl = os.path.join(work, "bad%d.pt" % k), os.path.join(work, "bad%d.glow" % k)
         torch.save(sd, pt)
-        argv = ["y0ast", pt, "-o", gl, "--image-size", "8"] + extra
+        argv = ["y0ast", pt, "-o", gl, "--image-size", "8", "--n-bits", "8"] + extra
         if k == 0:  # once through the real command line: the exit status
             r = subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "export.py")] + argv,
                                capture_output=True, text=True, timeout=args.timeout)
