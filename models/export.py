@@ -35,7 +35,13 @@ def load_state_dict(path, as_torch=False):
     """The checkpoint's state_dict, 'module.' prefixes dropped: float64 numpy
     arrays (what the exporter folds), or the stored torch tensors with as_torch."""
     import torch
-    obj = torch.load(path, map_location="cpu")
+    if not os.path.isfile(path):
+        raise ExportError("%s: no such file" % path)
+    try:
+        obj = torch.load(path, map_location="cpu")
+    except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
+        raise ExportError("%s: not a readable PyTorch checkpoint (%s: %s)"
+                          % (path, type(e).__name__, str(e).strip().splitlines()[0][:200] if str(e).strip() else ""))
     if isinstance(obj, dict) and not any(hasattr(v, "shape") for v in obj.values()):
         for k in ("state_dict", "model", "model_state_dict"):
             if k in obj and isinstance(obj[k], dict):
@@ -643,7 +649,9 @@ def main(argv=None):
                 os.remove(a.output)
                 raise ExportError(str(e))
             msg = ", self-check max|dlog_p| %.2g max|deps| %.2g" % (d_ll, d_eps)
-    except ExportError as e:
+    except (ExportError, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, ExportError):
+            e = "%s: %s" % (e.filename or a.output, e.strerror or e)
         print("export: error: %s" % e, file=sys.stderr)
         if os.path.exists(a.output + ".tmp"):
             os.remove(a.output + ".tmp")

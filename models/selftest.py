@@ -106,6 +106,23 @@ def main():
     refused("missing key", sd2)
     refused("inconsistent shape", dict(sd, **{"blocks.0.flows.0.coupling.net.0.bias": torch.zeros(7)}))
 
+    # files that are not checkpoints, and an output that cannot be written: exit 2, no traceback
+    good_pt = os.path.join(tmp, "good.pt")
+    torch.save(sd, good_pt)
+    raw_pt = open(good_pt, "rb").read()
+    for name, content in (("garbage", b"garbage\n"), ("truncated", raw_pt[:len(raw_pt) // 2]), ("empty", b"")):
+        p = os.path.join(tmp, "junk.pt")
+        open(p, "wb").write(content)
+        check("refuses a %s checkpoint file" % name,
+              export_quiet(["rosinality", p, "-o", out, "--image-size", "8", "--n-bits", "8", "-q"]) == 2
+              and not os.path.exists(out))
+    check("refuses a missing checkpoint",
+          export_quiet(["rosinality", os.path.join(tmp, "none.pt"), "-o", out, "--image-size", "8", "--n-bits", "8",
+                        "-q"]) == 2)
+    check("refuses an output it cannot write",
+          export_quiet(["rosinality", good_pt, "-o", os.path.join(tmp, "no", "dir", "m.glow"), "--image-size", "8",
+                        "--n-bits", "8", "-q"]) == 2)
+
     # n_bits: required (a state_dict does not record it) unless train.py's progress.json says it
     nb = os.path.join(tmp, "nbits")
     os.makedirs(nb, exist_ok=True)
