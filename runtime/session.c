@@ -334,8 +334,9 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
     p->packed_total = (full * (size_t)(cout / CONV_CHUNK) + tail) * (size_t)p->n_pieces;
     p->pack_on_use = full != sizeof(float) * (size_t)CONV_CHUNK * (size_t)cin * (size_t)(ksz * ksz) &&
                      p->packed_total != sizeof(float) * (size_t)cout * (size_t)cin * (size_t)(ksz * ksz);
+    /* (cin_p: an input piece's channels; it equals cin when nothing pads, as pack_on_use is set otherwise) */
     p->tail_on_use = !p->pack_on_use && tail &&
-                     tail != sizeof(float) * (size_t)(cout % CONV_CHUNK) * (size_t)cin * (size_t)(ksz * ksz);
+                     tail != sizeof(float) * (size_t)(cout % CONV_CHUNK) * (size_t)cin_p * (size_t)(ksz * ksz);
     const size_t pad_floats = (size_t)CONV_CHUNK * (size_t)cin_p * (size_t)(ksz * ksz);
     if (p->copy_weights && pad_floats > s->pad_size) s->pad_size = pad_floats;
     if (p->tail_on_use) {

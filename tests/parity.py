@@ -36,8 +36,8 @@ import export  # noqa: E402
 from glow import random_model  # noqa: E402
 
 # (in_channels, n_block, n_flow, affine, lu, hidden, H, W, n_images, --batch, --threads)
-# Covers every value of every factor: C {1,3}, L {1,2,3,4}, K {1,2,5}, affine/additive,
-# LU/plain, hidden {32,512}, sizes {8,16,32,16x8}, batch {1,3,16}.
+# Covers every value of every factor: C {1,3,4}, L {1,2,3,4}, K {1,2,3,5}, affine/additive,
+# LU/plain, hidden {32,100,512,520}, sizes {8,16,32,16x8,16x4}, batch {1,3,16}.
 CASES = [
     (1, 1, 1, True, True, 32, 8, 8, 1, 1, 1),
     (3, 2, 2, False, False, 32, 16, 16, 5, 3, 2),
@@ -50,6 +50,12 @@ CASES = [
     (1, 3, 5, False, True, 32, 8, 8, 16, 16, 2),      # top level 1x1
     (3, 2, 5, True, True, 32, 32, 32, 3, 16, 1),
     (1, 2, 2, True, False, 32, 16, 8, 7, 3, 2),       # non-square, plain
+    (3, 2, 1, True, True, 512, 16, 4, 3, 3, 2),       # taps at 8x2 and 4x1 (1-pixel-wide levels), tails packed at use
+    (4, 2, 2, True, True, 100, 16, 16, 3, 3, 2),      # width 100: every layer pads; C=4
+]
+# One image split among 2 threads (>= 0.5 GFLOP): skipped with --small (emulated runs).
+CASES_LARGE = [
+    (3, 2, 3, True, True, 520, 32, 32, 3, 3, 2),      # 0.71 GFLOP: padded channels packed per thread in a team
 ]
 
 
@@ -178,6 +184,8 @@ def main(argv=None):
     ap.add_argument("--glowrt", required=True, help="path of the glowrt CLI")
     ap.add_argument("--keep", metavar="DIR", help="keep the generated models and arrays in DIR")
     ap.add_argument("--cases", help="comma-separated case numbers to run (default: all)")
+    ap.add_argument("--small", action="store_true", help="skip the cases that split an image among threads "
+                    "(emulated runs: they take minutes under qemu)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per glowrt call")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the reference")
     args = ap.parse_args(argv)
@@ -190,9 +198,10 @@ def main(argv=None):
         work = args.keep
     else:
         work = tempfile.mkdtemp(prefix="glowrt-parity-")
-    sel = range(len(CASES)) if not args.cases else [int(s) for s in args.cases.split(",")]
+    cases = CASES + ([] if args.small else CASES_LARGE)
+    sel = range(len(cases)) if not args.cases else [int(s) for s in args.cases.split(",")]
     try:
-        passed, failed = run_cases([(k, CASES[k]) for k in sel], run_case, describe, args, work)
+        passed, failed = run_cases([(k, cases[k]) for k in sel], run_case, describe, args, work)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
