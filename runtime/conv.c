@@ -54,8 +54,8 @@ int conv_block(void) {
     return 0;
 }
 
-static int create(int cin, int cout, int h, int w, int k, int relu, int src_blocked, int dst_blocked, int any_weights,
-                  int n_threads, gt_conv **out, char *err) {
+static int create(int cin, int cout, int h, int w, int k, int relu, int src_blocked, int dst_blocked, int accumulate,
+                  int any_weights, int n_threads, gt_conv **out, char *err) {
     gt_conv *c = calloc(1, sizeof *c);
     const int saved_threads = omp_get_max_threads();
     dnnl_primitive_attr_t attr = NULL;
@@ -92,9 +92,10 @@ static int create(int cin, int cout, int h, int w, int k, int relu, int src_bloc
           "convolution desc");
     CHECK(dnnl_primitive_attr_create(&attr), "attr");
     CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "scratchpad mode");
-    if (relu) {
+    if (relu || accumulate) {
         CHECK(dnnl_post_ops_create(&po), "post-ops");
-        CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "relu post-op");
+        if (accumulate) CHECK(dnnl_post_ops_append_sum(po, 1.0f), "sum post-op");
+        if (relu) CHECK(dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f), "relu post-op");
         CHECK(dnnl_primitive_attr_set_post_ops(attr, po), "set post-ops");
     }
     /* Created for one thread: each call runs single-threaded (the session
@@ -183,12 +184,12 @@ const char *conv_describe(void) {
 }
 
 int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads, gt_conv **out, char *err) {
-    return create(cin, cout, h, w, k, relu, 0, 0, 0, n_threads, out, err);
+    return create(cin, cout, h, w, k, relu, 0, 0, 0, 0, n_threads, out, err);
 }
 
 int conv_create_blocked(int cin, int cout, int h, int w, int k, int relu, int src_blocked, int dst_blocked,
-                        int n_threads, gt_conv **out, char *err) {
-    return create(cin, cout, h, w, k, relu, src_blocked, dst_blocked, 1, n_threads, out, err);
+                        int accumulate, int n_threads, gt_conv **out, char *err) {
+    return create(cin, cout, h, w, k, relu, src_blocked, dst_blocked, accumulate, 1, n_threads, out, err);
 }
 
 size_t conv_packed_size(const gt_conv *c) { return dnnl_memory_desc_get_size(&c->wei_md); }

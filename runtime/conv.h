@@ -20,9 +20,10 @@ int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads,
 int conv_block(void);
 
 /* As conv_create, with src and/or dst in the blocked layout, and weights in
- * whatever layout oneDNN prefers (prepare them with conv_pack_weights). */
+ * whatever layout oneDNN prefers (prepare them with conv_pack_weights).
+ * accumulate: dst += the convolution (before the ReLU), not dst = . */
 int conv_create_blocked(int cin, int cout, int h, int w, int k, int relu, int src_blocked, int dst_blocked,
-                        int n_threads, gt_conv **out, char *err);
+                        int accumulate, int n_threads, gt_conv **out, char *err);
 /* Bytes of packed weights, and the packing of plain [cout][cin][k][k] ones. */
 size_t conv_packed_size(const gt_conv *c);
 int conv_pack_weights(gt_conv *c, const float *weights, void *packed, char *err);

@@ -46,14 +46,18 @@ typedef struct conv_plan {
     float *zero_bias;      /* bias of the pieces after the first */
     int pack_on_use;       /* packing pads every chunk's weights: pack into scratch at each use */
     int tail_on_use;       /* only the tail chunk's packing pads: that chunk is packed at each use, */
-    float *tail_src;       /* from this copy of its plain weights */
-    char *packed;          /* weights packed once for the primitives */
+    float *tail_src;       /* from this copy of its plain weights (in the arena) */
+    char *packed;          /* weights packed once for the primitives (in the arena) */
     size_t packed_stride;  /* bytes between chunks of packed weights */
     size_t packed_total;
     struct conv_plan *tap; /* a narrow 3x3 layer run as a 1x1 conv to its 9 taps (see plan_taps) */
     float *tap_weights;    /* that 1x1 conv's weights [9*cout][cin], when packed at each use */
     size_t tap_bytes;      /* their size (mapped: see map_floats) */
     int h, w, block;       /* a tap plan's image size and channel block */
+    int accumulate;        /* dst += conv (before the ReLU) */
+    struct conv_plan *rest; /* a first layer split at its last whole block (see plan_split) */
+    float *own_weights;    /* this plan's own copy of its plain weights, when packed at each use */
+    size_t own_bytes;
 } conv_plan;
 
 /* Shape and convolutions of one plan op at this session's size. */
@@ -66,7 +70,7 @@ typedef struct {
 } op_state;
 
 typedef struct {
-    int cin, cout, h, w, ksz, relu, src_blocked, dst_blocked;
+    int cin, cout, h, w, ksz, relu, src_blocked, dst_blocked, accumulate;
     gt_conv *conv;
 } conv_entry;
 
@@ -106,9 +110,46 @@ struct glowrt_session {
     worker *workers;       /* one per thread */
     char (*labels)[80];    /* profile labels: the fixed ones, then one per conv shape */
     int n_labels;
+    struct arena_block *arena; /* what holds the weights the session keeps (arena_alloc) */
     float *top;            /* the top prior's mean / log_sd, [2C][H*W] */
     float *zeros;          /* for an N(0, I) top prior */
 };
+
+/* The weights a session keeps (packed ones, tails' plain copies) are cut,
+ * 64-byte aligned, from large mapped blocks: hundreds of them then cost no
+ * allocator overhead or page rounding each, and memory stays the weights
+ * themselves (pages of a block count only once written). */
+#define ARENA_BLOCK ((size_t)64 << 20)
+typedef struct arena_block {
+    struct arena_block *next;
+    size_t size, used;
+} arena_block;
+
+static void *arena_alloc(glowrt_session *s, size_t n) {
+    n = (n + 63) & ~(size_t)63;
+    arena_block *b = s->arena;
+    if (!b || b->size - b->used < n) {
+        const size_t size = n + 64 > ARENA_BLOCK ? n + 64 : ARENA_BLOCK;
+        void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) return NULL;
+        b = m;
+        b->next = s->arena;
+        b->size = size;
+        b->used = 64;  /* the header, padded to the alignment */
+        s->arena = b;
+    }
+    void *p = (char *)b + b->used;
+    b->used += n;
+    return p;
+}
+
+static void arena_free(glowrt_session *s) {
+    while (s->arena) {
+        arena_block *next = s->arena->next;
+        munmap(s->arena, s->arena->size);
+        s->arena = next;
+    }
+}
 
 static const gt_kernels *g_kernels;
 static const char *g_kernels_err;
@@ -146,7 +187,7 @@ static int get_conv(glowrt_session *s, const conv_entry *want, gt_conv **out, ch
         const conv_entry *e = &s->convs[i];
         if (e->cin == want->cin && e->cout == want->cout && e->h == want->h && e->w == want->w &&
             e->ksz == want->ksz && e->relu == want->relu && e->src_blocked == want->src_blocked &&
-            e->dst_blocked == want->dst_blocked) {
+            e->dst_blocked == want->dst_blocked && e->accumulate == want->accumulate) {
             *out = e->conv;
             return 0;
         }
@@ -161,7 +202,7 @@ static int get_conv(glowrt_session *s, const conv_entry *want, gt_conv **out, ch
     *e = *want;
     const int rc = want->src_blocked || want->dst_blocked
                        ? conv_create_blocked(e->cin, e->cout, e->h, e->w, e->ksz, e->relu, e->src_blocked,
-                                             e->dst_blocked, s->threads, &e->conv, err)
+                                             e->dst_blocked, e->accumulate, s->threads, &e->conv, err)
                        : conv_create(e->cin, e->cout, e->h, e->w, e->ksz, e->relu, s->threads, &e->conv, err);
     if (rc) return 1;
     *out = s->convs[s->n_convs++].conv;
@@ -208,15 +249,18 @@ static void plan_free(conv_plan *p) {
         plan_free(p->tap);
         free(p->tap);
     }
+    if (p->rest) {
+        plan_free(p->rest);
+        free(p->rest);
+    }
     if (p->tap_weights) munmap(p->tap_weights, p->tap_bytes);
-    free(p->tail_src);
-    free(p->packed);
+    if (p->own_weights) munmap(p->own_weights, p->own_bytes);
     free(p->zero_bias);
     memset(p, 0, sizeof *p);
 }
 
 static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w, int ksz,
-                     int relu, int src_blocked, int dst_blocked, char *err);
+                     int relu, int src_blocked, int dst_blocked, int accumulate, char *err);
 
 /* Plain weights of output chunk j, from the layer's weights or, for a tail
  * packed at each use, from the plan's own copy. */
@@ -270,7 +314,7 @@ static int plan_taps(glowrt_session *s, conv_plan *p, const float *weights, int 
         for (int ci = 0; ci < cin; ci++)
             for (int t = 0; t < 9; t++)
                 wt[((int64_t)t * cout + c) * cin + ci] = weights[((int64_t)c * cin + ci) * 9 + t];
-    if (plan_conv(s, p->tap, wt, cin, nt, h, w, 1, 0, 1, 1, err)) {
+    if (plan_conv(s, p->tap, wt, cin, nt, h, w, 1, 0, 1, 1, 0, err)) {
         munmap(wt, wt_bytes);
         return 1;
     }
@@ -294,8 +338,9 @@ static int plan_taps(glowrt_session *s, conv_plan *p, const float *weights, int 
  * every chunk; padded output channels only the tail chunk, and only that
  * chunk is then packed at each use. */
 static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w, int ksz,
-                     int relu, int src_blocked, int dst_blocked, char *err) {
+                     int relu, int src_blocked, int dst_blocked, int accumulate, char *err) {
     memset(p, 0, sizeof *p);
+    p->accumulate = accumulate;
     if (ksz == 3 && !relu && src_blocked && dst_blocked && cin >= TAP_MIN_CIN && cin % s->block == 0 &&
         cout <= TAP_MAX_COUT && !getenv("GLOWRT_NO_TAPS"))
         return plan_taps(s, p, weights, cin, cout, h, w, err);
@@ -324,7 +369,7 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
         }
         if (p->n_pieces * p->out_floats > s->pieces_size) s->pieces_size = p->n_pieces * p->out_floats;
     }
-    conv_entry e = {cin_p, CONV_CHUNK, h, w, ksz, relu, src_blocked, dst_blocked, NULL};
+    conv_entry e = {cin_p, CONV_CHUNK, h, w, ksz, relu, src_blocked, dst_blocked, accumulate, NULL};
     if (cout >= CONV_CHUNK && get_conv(s, &e, &p->full, err)) return 1;
     e.cout = cout % CONV_CHUNK;
     if (cout % CONV_CHUNK && get_conv(s, &e, &p->tail, err)) return 1;
@@ -348,7 +393,7 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
          * released once the other chunks are packed), and its packing
          * primitive is created now, not in a parallel region. */
         const size_t t_floats = (size_t)(cout % CONV_CHUNK) * (size_t)cin * (size_t)(ksz * ksz);
-        if (!(p->tail_src = malloc(sizeof(float) * t_floats))) {
+        if (!(p->tail_src = arena_alloc(s, sizeof(float) * t_floats))) {
             snprintf(err, GLOWRT_ERR_LEN, "out of memory");
             return 1;
         }
@@ -380,8 +425,7 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
         free(dst);
         return rc;
     }
-    if (posix_memalign((void **)&p->packed, 64, p->packed_total + 64)) {
-        p->packed = NULL;
+    if (!(p->packed = arena_alloc(s, p->packed_total + 64))) {
         snprintf(err, GLOWRT_ERR_LEN, "out of memory");
         return 1;
     }
@@ -397,10 +441,63 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
     return rc;
 }
 
+/* A first layer over channels that are not whole blocks (24 with blocks of
+ * 16, say) would pad its blocked input, and so its packed weights, to whole
+ * blocks, and be packed at each use. It runs instead as two convolutions
+ * into one output: the whole blocks from the blocked input (with the bias,
+ * no ReLU), then the last cin % block channels from the plain input, added
+ * to it (oneDNN's sum post-op; the ReLU after the sum). Neither pads, both
+ * are packed once; the order of the sum is fixed. */
+static int plan_split(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w,
+                      int relu, char *err) {
+    const int rest = cin % s->block, whole = cin - rest;
+    const size_t kk = 9, w_bytes = sizeof(float) * (size_t)cout * (size_t)whole * kk,
+                 r_bytes = sizeof(float) * (size_t)cout * (size_t)rest * kk;
+    float *ww = map_floats(w_bytes / sizeof(float)), *wr = map_floats(r_bytes / sizeof(float));
+    conv_plan *pr = calloc(1, sizeof *pr);
+    int rc = !ww || !wr || !pr;
+    if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+    for (int o = 0; o < cout && !rc; o++) {
+        memcpy(ww + (size_t)o * whole * kk, weights + (size_t)o * cin * kk, sizeof(float) * whole * kk);
+        memcpy(wr + (size_t)o * rest * kk, weights + ((size_t)o * cin + whole) * kk, sizeof(float) * rest * kk);
+    }
+    if (!rc) rc = plan_conv(s, p, ww, whole, cout, h, w, 3, 0, 1, 1, 0, err);
+    if (!rc) {
+        p->rest = pr;  /* plan_free frees it from here on */
+        rc = plan_conv(s, pr, wr, rest, cout, h, w, 3, relu, 0, 1, 1, err);
+        if (!rc && !(pr->zero_bias = calloc((size_t)cout, sizeof(float)))) {
+            snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+            rc = 1;
+        }
+    } else {
+        free(pr);
+    }
+    /* The copies stay only where the packing happens at each use. */
+    if (!rc && p->pack_on_use) {
+        p->own_weights = ww;
+        p->own_bytes = w_bytes;
+    } else if (ww) {
+        munmap(ww, w_bytes);
+    }
+    if (!rc && pr->pack_on_use) {
+        pr->own_weights = wr;
+        pr->own_bytes = r_bytes;
+    } else if (wr) {
+        munmap(wr, r_bytes);
+    }
+    if (rc) return 1;
+    char label[80];
+    snprintf(label, sizeof label, "conv 3x3 %4d -> %-4d at %dx%d, blocked %d + plain %d", cin, cout, h, w, whole, rest);
+    if ((p->label = plan_label(s, label, err)) < 0) return 1;
+    pr->label = p->label;
+    return 0;
+}
+
 /* True when oneDNN fell back to its reference code for a plan: far slower
  * than the plain GEMM-based path. */
 static int plan_is_slow(const conv_plan *p) {
     if (p->tap) return plan_is_slow(p->tap);
+    if (p->rest && plan_is_slow(p->rest)) return 1;
     return (p->full && !strncmp(conv_impl(p->full), "ref", 3)) || (p->tail && !strncmp(conv_impl(p->tail), "ref", 3));
 }
 
@@ -541,9 +638,12 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
                  * that); a wider one is blocked, its channels padded. */
                 const int in_blk = blk && C / 2 >= s->block;
                 st->blocked_in = in_blk;
-                if (plan_conv(s, &st->conv[0], op->t[0]->data, C / 2, hid, H, W, 3, op->t[2] == NULL, in_blk, blk, err) ||
-                    plan_conv(s, &st->conv[1], op->t[3]->data, hid, hid, H, W, 1, 1, blk, blk, err) ||
-                    plan_conv(s, &st->conv[2], op->t[5]->data, hid, co, H, W, 3, 0, blk, blk, err))
+                const int split = in_blk && (C / 2) % s->block && !getenv("GLOWRT_NO_SPLIT");
+                if ((split ? plan_split(s, &st->conv[0], op->t[0]->data, C / 2, hid, H, W, op->t[2] == NULL, err)
+                           : plan_conv(s, &st->conv[0], op->t[0]->data, C / 2, hid, H, W, 3, op->t[2] == NULL, in_blk,
+                                       blk, 0, err)) ||
+                    plan_conv(s, &st->conv[1], op->t[3]->data, hid, hid, H, W, 1, 1, blk, blk, 0, err) ||
+                    plan_conv(s, &st->conv[2], op->t[5]->data, hid, co, H, W, 3, 0, blk, blk, 0, err))
                     goto fail;
                 if (!blk || !(plan_is_slow(&st->conv[0]) || plan_is_slow(&st->conv[1]) || plan_is_slow(&st->conv[2])))
                     break;
@@ -551,14 +651,15 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
                 blk = 0;
             }
             for (int j = 0; j < 3; j++)
-                if (st->conv[j].packed || st->conv[j].tap) model_release(m, op->t[j == 0 ? 0 : j == 1 ? 3 : 5]);
+                if (st->conv[j].packed || st->conv[j].tap || st->conv[j].rest)
+                    model_release(m, op->t[j == 0 ? 0 : j == 1 ? 3 : 5]);
             if (round_up(hid, s->block) * hw > hid_max) hid_max = round_up(hid, s->block) * hw;
             if (round_up(co, s->block) * hw > out_max) out_max = round_up(co, s->block) * hw;
             if (C > part_max) part_max = C;
             break;
         }
         case OP_SPLIT:
-            if (plan_conv(s, &st->conv[0], op->t[0]->data, C / 2, C, H, W, 3, 0, 0, 0, err)) goto fail;
+            if (plan_conv(s, &st->conv[0], op->t[0]->data, C / 2, C, H, W, 3, 0, 0, 0, 0, err)) goto fail;
             if (C * hw > out_max) out_max = C * hw;
             if (C > part_max) part_max = C;
             st->eps_off = eps_off;
@@ -628,6 +729,7 @@ void glowrt_session_free(glowrt_session *s) {
     free(s->labels);
     free(s->top);
     free(s->zeros);
+    arena_free(s);
     free(s);
 }
 
@@ -687,57 +789,70 @@ static void sum_taps(const float *T, const float *bias, float *dst, int cout, in
     }
 }
 
-/* dst = conv(src) chunk by chunk; with par, chunks go to the team's threads. */
-static void run_conv(worker *w, int wid, int par, const conv_plan *p, const float *src,
-                     const float *weights, const float *bias, float *dst, int64_t hw) {
-    if (p->tap) {
-        run_conv(w, wid, par, p->tap, src, p->tap_weights, p->zero_bias, w->taps, hw);
-        PROF_BEGIN(w);
-        sum_taps(w->taps, bias, dst, p->cout, p->h, p->w, p->block);
-        PROF_END(w, p->label);
-        return;
-    }
-    const int64_t wsz = (int64_t)p->cin * p->k * p->k;
-    const int items = p->n_chunks * p->n_pieces, team = par && items > 1;
-    PROF_BEGIN(w);
-#pragma omp parallel for schedule(static) if (team)
-    for (int it = 0; it < items; it++) {
-        const int tid = TID(team, wid), j = it / p->n_pieces, q = it % p->n_pieces;
-        gt_conv *c = (j + 1) * CONV_CHUNK <= p->cout ? p->full : p->tail;
-        char err[GLOWRT_ERR_LEN];
-        const int64_t o = (int64_t)j * CONV_CHUNK;
-        const float *wj = weights + o * wsz;
-        const int on_use = p->pack_on_use || (p->tail_on_use && j == p->n_chunks - 1);
-        if (on_use) {
-            /* Items are distinct regions of the worker's buffer (a tail
-             * packed alone: its pieces'); the pad copy is only needed by one
-             * item at a time per thread. */
-            float *pad = w->wpad + (team ? (size_t)tid * w->pad_stride : 0);
-            char *at = w->wpack + (size_t)(p->pack_on_use ? it : q) * p->packed_stride;
-            if (pack_chunk(p, j, q, chunk_src(p, weights, j), at, pad, err)) {
-#pragma omp critical(glowrt_err)
-                {
-                    w->failed = 1;
-                    memcpy(w->err, err, sizeof err);
-                }
-                continue;
-            }
-            wj = (const float *)at;
-        } else if (p->packed) {
-            wj = (const float *)(p->packed + (size_t)it * p->packed_stride);
-        }
-        /* A piece reads its channels of the blocked source (whole blocks) and
-         * writes its own partial output; the bias goes in once. */
-        const float *src_q = src + (int64_t)q * p->piece * hw;
-        float *dst_j = p->n_pieces > 1 ? w->pieces + q * p->out_floats : dst + o * hw;
-        const float *bias_q = q == 0 ? bias + o : p->zero_bias;
-        if (conv_run(c, tid, src_q, wj, bias_q, dst_j, w->scratch[tid], err)) {
+/* Item it (output chunk j, input piece q) of conv plan p, on thread tid. */
+static void run_item(worker *w, const conv_plan *p, int it, int tid, int team, const float *src, const float *weights,
+                     const float *bias, float *dst, int64_t hw) {
+    const int j = it / p->n_pieces, q = it % p->n_pieces;
+    gt_conv *c = (j + 1) * CONV_CHUNK <= p->cout ? p->full : p->tail;
+    char err[GLOWRT_ERR_LEN];
+    const int64_t o = (int64_t)j * CONV_CHUNK;
+    const float *wj = weights ? weights + o * (int64_t)p->cin * p->k * p->k : NULL;
+    const int on_use = p->pack_on_use || (p->tail_on_use && j == p->n_chunks - 1);
+    if (on_use) {
+        /* Items are distinct regions of the worker's buffer (a tail packed
+         * alone: its pieces'); the pad copy is only needed by one item at a
+         * time per thread. */
+        float *pad = w->wpad + (team ? (size_t)tid * w->pad_stride : 0);
+        char *at = w->wpack + (size_t)(p->pack_on_use ? it : q) * p->packed_stride;
+        if (pack_chunk(p, j, q, chunk_src(p, weights, j), at, pad, err)) {
 #pragma omp critical(glowrt_err)
             {
                 w->failed = 1;
                 memcpy(w->err, err, sizeof err);
             }
+            return;
         }
+        wj = (const float *)at;
+    } else if (p->packed) {
+        wj = (const float *)(p->packed + (size_t)it * p->packed_stride);
+    }
+    /* A piece reads its channels of the blocked source (whole blocks) and
+     * writes its own partial output; the bias goes in once. */
+    const float *src_q = src + (int64_t)q * p->piece * hw;
+    float *dst_j = p->n_pieces > 1 ? w->pieces + q * p->out_floats : dst + o * hw;
+    const float *bias_q = q == 0 ? bias + o : p->zero_bias;
+    if (conv_run(c, tid, src_q, wj, bias_q, dst_j, w->scratch[tid], err)) {
+#pragma omp critical(glowrt_err)
+        {
+            w->failed = 1;
+            memcpy(w->err, err, sizeof err);
+        }
+    }
+}
+
+/* dst = conv(src) chunk by chunk; with par, chunks go to the team's threads.
+ * A split layer (plan_split) adds its rest's chunk j, read from src_rest,
+ * right after its own chunk j, on the same thread. */
+static void run_conv(worker *w, int wid, int par, const conv_plan *p, const float *src, const float *src_rest,
+                     const float *weights, const float *bias, float *dst, int64_t hw) {
+    if (p->tap) {
+        run_conv(w, wid, par, p->tap, src, NULL, p->tap_weights, p->zero_bias, w->taps, hw);
+        PROF_BEGIN(w);
+        sum_taps(w->taps, bias, dst, p->cout, p->h, p->w, p->block);
+        PROF_END(w, p->label);
+        return;
+    }
+    if (p->own_weights) weights = p->own_weights;
+    const int items = p->n_chunks * p->n_pieces, team = par && items > 1;
+    PROF_BEGIN(w);
+#pragma omp parallel for schedule(static) if (team)
+    for (int it = 0; it < items; it++) {
+        const int tid = TID(team, wid);
+        run_item(w, p, it, tid, team, src, weights, bias, dst, hw);
+        /* (the rest has the same chunks and no pieces; what it packs at use
+         * is its tail, after this thread's own tail, in the same place) */
+        if (p->rest)
+            run_item(w, p->rest, it, tid, team, src_rest, p->rest->own_weights, p->rest->zero_bias, dst, hw);
     }
     if (p->n_pieces > 1)  /* summed in piece order, whatever ran where */
         for (int64_t i = 0; i < p->out_floats; i++) {
@@ -775,22 +890,26 @@ static void block(const float *src, float *dst, int C, int64_t hw, int B) {
 static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const gt_op *op, const op_state *st,
                          const float *xa) {
     const int64_t hw = (int64_t)st->H * st->W;
-    if (st->blocked_in) {
+    const conv_plan *c0 = &st->conv[0];
+    const float *xplain = xa;
+    if (st->blocked_in) {  /* the whole blocks (all channels, but for a split layer's rest) */
         PROF_BEGIN(w);
-        block(xa, w->xblk, st->conv[0].cin, hw, s->block);
+        block(xa, w->xblk, c0->cin, hw, s->block);
         xa = w->xblk;
         PROF_END(w, PROF_LAYOUT);
     }
-    run_conv(w, wid, par, &st->conv[0], xa, op->t[0]->data, op->t[1]->data, w->h1, hw);
+    /* a split layer's rest: the channels after the whole blocks, plain (see plan_split) */
+    run_conv(w, wid, par, c0, xa, c0->rest ? xplain + (int64_t)c0->cin * hw : NULL, op->t[0]->data, op->t[1]->data,
+             w->h1, hw);
     if (op->t[2]) s->k->edge_bias(w->h1, op->t[2]->data, st->conv[0].cout, st->H, st->W, 1);
-    run_conv(w, wid, par, &st->conv[1], w->h1, op->t[3]->data, op->t[4]->data, w->h2, hw);
+    run_conv(w, wid, par, &st->conv[1], w->h1, NULL, op->t[3]->data, op->t[4]->data, w->h2, hw);
     if (st->blocked) {
-        run_conv(w, wid, par, &st->conv[2], w->h2, op->t[5]->data, op->t[6]->data, w->hblk, hw);
+        run_conv(w, wid, par, &st->conv[2], w->h2, NULL, op->t[5]->data, op->t[6]->data, w->hblk, hw);
         PROF_BEGIN(w);
         unblock(w->hblk, w->hout, st->conv[2].cout, hw, s->block);
         PROF_END(w, PROF_LAYOUT);
     } else {
-        run_conv(w, wid, par, &st->conv[2], w->h2, op->t[5]->data, op->t[6]->data, w->hout, hw);
+        run_conv(w, wid, par, &st->conv[2], w->h2, NULL, op->t[5]->data, op->t[6]->data, w->hout, hw);
     }
     if (op->t[7]) s->k->edge_bias(w->hout, op->t[7]->data, st->conv[2].cout, st->H, st->W, 0);
 }
@@ -798,7 +917,7 @@ static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const g
 /* The split prior's mean / log_sd from z1 into w->hout. */
 static void split_prior(glowrt_session *s, worker *w, int wid, int par, const gt_op *op, const op_state *st,
                         const float *z1) {
-    run_conv(w, wid, par, &st->conv[0], z1, op->t[0]->data, op->t[1]->data, w->hout, (int64_t)st->H * st->W);
+    run_conv(w, wid, par, &st->conv[0], z1, NULL, op->t[0]->data, op->t[1]->data, w->hout, (int64_t)st->H * st->W);
     if (op->t[2]) s->k->edge_bias(w->hout, op->t[2]->data, st->C, st->H, st->W, 0);
 }
 
