@@ -63,6 +63,9 @@ def main():
         run([a.glowrt, "encode", model, os.path.join(CORPUS, "png", "gray-4x4.png"), "-o",
              os.path.join(CORPUS, "latent", "enc-1x16.npy")])
         np.save(os.path.join(CORPUS, "latent", "prior-3x16.npy"), rng.standard_normal((3, 16)).astype(np.float32))
+        # float64 arrays (numpy's default dtype) are read too
+        np.save(os.path.join(CORPUS, "npy", "f64-1x3x2x2.npy"), rng.random((1, 3, 2, 2)) - 0.5)
+        np.save(os.path.join(CORPUS, "latent", "f64-2x16.npy"), rng.standard_normal((2, 16)))
     for d, _, files in os.walk(CORPUS):
         for f in sorted(files):
             print(os.path.relpath(os.path.join(d, f), ROOT), os.path.getsize(os.path.join(d, f)))
