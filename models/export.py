@@ -6,7 +6,11 @@
 Source formats: `rosinality` (a rosinality/glow-pytorch state_dict, keys with or
 without the 'module.' prefix; also the layout of models/glow.py), `y0ast` (an
 unconditional y0ast/Glow-PyTorch state_dict; models/glow_y0ast.py is its
-layout). Everything is folded in float64 and rounded to float32 once. Refuses (exit 2, one line) a
+layout), `chaiyujin` (an unconditional chaiyujin/glow-pytorch checkpoint, e.g.
+its utils.save's save_5k0.pkg with the state_dict under "graph"; --n-bits is 8;
+its [0, 1] input x' = u/255 is folded in as x' = 256/255 x + 0.5 of glowrt's
+x, so glowrt's log_p is upstream's log p(u/255) + D ln(256/255)).
+Everything is folded in float64 and rounded to float32 once. Refuses (exit 2, one line) a
 checkpoint it cannot export faithfully: an actnorm that was never initialised,
 missing or unexpected keys, inconsistent shapes, an image size that 2^n_block
 does not divide.
@@ -16,6 +20,7 @@ import json
 import os
 import re
 import sys
+from fractions import Fraction
 
 import numpy as np
 
@@ -43,7 +48,7 @@ def load_state_dict(path, as_torch=False):
         raise ExportError("%s: not a readable PyTorch checkpoint (%s: %s)"
                           % (path, type(e).__name__, str(e).strip().splitlines()[0][:200] if str(e).strip() else ""))
     if isinstance(obj, dict) and not any(hasattr(v, "shape") for v in obj.values()):
-        for k in ("state_dict", "model", "model_state_dict"):
+        for k in ("state_dict", "model", "model_state_dict", "graph"):  # graph: chaiyujin's utils.save
             if k in obj and isinstance(obj[k], dict):
                 obj = obj[k]
                 break
@@ -252,8 +257,22 @@ def build_rosinality(sd, info):
     return tensors, ops
 
 
-# ---- y0ast/Glow-PyTorch (chaiyujin/glow-pytorch lineage) -----------------
+# ---- y0ast/Glow-PyTorch and its ancestor chaiyujin/glow-pytorch ------------
 Y0AST_PERMS = ("invconv", "shuffle", "reverse")
+# The two share the model and its math; their state_dicts differ in names only.
+# net: a step's coupling network; conv: the weight of its Conv (+ ActNorm) layers;
+# zeros: a Conv2dZeros' conv (chaiyujin's Conv2d/Conv2dZeros are nn.Conv2d
+# subclasses); lower/upper: the LU factors; top: learn_top's Conv2dZeros;
+# prior_batch: prior_h is [batch_size, 2C, h, w] (else [1, 2C, h, w]);
+# input_map: (a, c) with the source's input x' = a x + c for glowrt's x, or None.
+# chaiyujin trains on ToTensor's u/255 in [0, 1]: x' = 256/255 x + 0.5 is
+# the same pixel u as glowrt's x = (u + 0.5)/256 - 0.5.
+Y0AST_LAYOUTS = {
+    "y0ast": dict(net="block.", conv="conv.", zeros="conv.", lower="lower", upper="upper",
+                  top="learn_top_fn.", prior_batch=False, input_map=None),
+    "chaiyujin": dict(net="f.", conv="", zeros="", lower="l", upper="u",
+                      top="learn_top.", prior_batch=True, input_map=(256.0 / 255.0, 0.5)),
+}
 
 
 def _an_keys(expected, p, c, inited):
@@ -264,29 +283,36 @@ def _an_keys(expected, p, c, inited):
         expected[p + "inited"] = ()
 
 
-def _zeros_keys(expected, p, cin, cout, k=3):
-    """A Conv2dZeros: conv.weight, conv.bias, logs [Co, 1, 1]."""
-    expected[p + "conv.weight"] = (cout, cin, k, k)
-    expected[p + "conv.bias"] = (cout,)
+def _zeros_keys(expected, p, cin, cout, L):
+    """A Conv2dZeros: (conv.)weight, (conv.)bias, logs [Co, 1, 1]."""
+    expected[p + L["zeros"] + "weight"] = (cout, cin, 3, 3)
+    expected[p + L["zeros"] + "bias"] = (cout,)
     expected[p + "logs"] = (cout, 1, 1)
 
 
-def infer_y0ast(sd, flow_permutation=None):
-    """Structure of a y0ast/Glow-PyTorch state_dict; checks the key set and shapes.
+def infer_y0ast(sd, flow_permutation=None, layout="y0ast"):
+    """Structure of a y0ast/Glow-PyTorch (or, with layout="chaiyujin", a
+    chaiyujin/glow-pytorch) state_dict; checks the key set and shapes.
     flow_permutation: what to assume when the steps store no permutation keys
     (upstream keeps Permute2d's indices as plain attributes)."""
+    L = Y0AST_LAYOUTS[layout]
     cond = sorted(k for k in sd if k.startswith(("project_ycond.", "project_class.")))
     if cond:
-        raise ExportError("class-conditional model (%s): only unconditional y0ast models are supported" % cond[0])
+        raise ExportError("class-conditional model (%s): only unconditional %s models are supported"
+                          % (cond[0], layout))
+    for other, M in Y0AST_LAYOUTS.items():
+        net = [k for k in sd if other != layout and re.match(r"flow\.layers\.\d+\.%s\.0\." % M["net"][:-1], k)]
+        if net:
+            raise ExportError("%s is a key of %s's layout: export the checkpoint as %s" % (net[0], other, other))
     steps, splits = set(), set()
     for k in sd:
         m = re.match(r"flow\.layers\.(\d+)\.(.*)$", k)
         if m:
             (splits if m.group(2).startswith("conv.") else steps).add(int(m.group(1)))
-        elif not (k == "prior_h" or k.startswith("learn_top_fn.")):
+        elif not (k == "prior_h" or k.startswith(L["top"])):
             raise ExportError("unexpected key %s" % k)
     if not steps:
-        raise ExportError("no flow.layers.* keys: not a y0ast Glow state_dict")
+        raise ExportError("no flow.layers.* keys: not a %s Glow state_dict" % layout)
     n_block = len(splits) + 1
     if len(steps) % n_block:
         raise ExportError("missing keys: %d flow steps for %d levels" % (len(steps), n_block))
@@ -304,8 +330,8 @@ def infer_y0ast(sd, flow_permutation=None):
     if sd[k0].ndim != 4 or sd[k0].shape[1] % 4:
         raise ExportError("inconsistent shape of %s: %s" % (k0, sd[k0].shape))
     c_in = sd[k0].shape[1] // 4
-    kw = "flow.layers.%d.block.0.conv.weight" % j0
-    k4 = "flow.layers.%d.block.4.conv.weight" % j0
+    kw = "flow.layers.%d.%s0.%sweight" % (j0, L["net"], L["conv"])
+    k4 = "flow.layers.%d.%s4.%sweight" % (j0, L["net"], L["zeros"])
     for k in (kw, k4):
         if k not in sd:
             raise ExportError("missing key " + k)
@@ -322,7 +348,7 @@ def infer_y0ast(sd, flow_permutation=None):
     kinds = set()
     for j in steps:
         p = "flow.layers.%d." % j
-        if p + "invconv.lower" in sd:
+        if p + "invconv." + L["lower"] in sd:
             kinds.add("lu")
         elif p + "invconv.weight" in sd:
             kinds.add("plain")
@@ -356,7 +382,10 @@ def infer_y0ast(sd, flow_permutation=None):
             p = "flow.layers.%d." % (i * (n_flow + 2) + 1 + k)
             _an_keys(expected, p + "actnorm.", C, inited)
             if perm == "lu":
-                for n, s in (("p", (C, C)), ("sign_s", (C,)), ("lower", (C, C)), ("upper", (C, C)),
+                if layout == "chaiyujin" and p + "invconv.p" not in sd and p + "invconv.sign_s" not in sd:
+                    raise ExportError("missing keys %sinvconv.p, sign_s: chaiyujin/glow-pytorch before 840971f "
+                                      "(April 2019) did not save an LU step's permutation, so it is lost" % p)
+                for n, s in (("p", (C, C)), ("sign_s", (C,)), (L["lower"], (C, C)), (L["upper"], (C, C)),
                              ("log_s", (C,))):
                     expected[p + "invconv." + n] = s
                 if lu_masks:
@@ -370,22 +399,25 @@ def infer_y0ast(sd, flow_permutation=None):
                 expected[p + perm + ".indices"] = (C,)
                 if p + perm + ".indices_inverse" in sd:
                     expected[p + perm + ".indices_inverse"] = (C,)
-            q = p + "block."
-            expected[q + "0.conv.weight"] = (hidden, C // 2, 3, 3)
+            q = p + L["net"]
+            expected[q + "0." + L["conv"] + "weight"] = (hidden, C // 2, 3, 3)
             _an_keys(expected, q + "0.actnorm.", hidden, inited)
-            expected[q + "2.conv.weight"] = (hidden, hidden, 1, 1)
+            expected[q + "2." + L["conv"] + "weight"] = (hidden, hidden, 1, 1)
             _an_keys(expected, q + "2.actnorm.", hidden, inited)
-            _zeros_keys(expected, q + "4.", hidden, co)
+            _zeros_keys(expected, q + "4.", hidden, co, L)
         if i < n_block - 1:
-            _zeros_keys(expected, "flow.layers.%d.conv." % (i * (n_flow + 2) + n_flow + 1), C // 2, C)
+            _zeros_keys(expected, "flow.layers.%d.conv." % (i * (n_flow + 2) + n_flow + 1), C // 2, C, L)
             c = C // 2
         else:
             c = C
-    learn_top = any(k.startswith("learn_top_fn.") for k in sd)
+    learn_top = any(k.startswith(L["top"]) for k in sd)
     if learn_top:
-        _zeros_keys(expected, "learn_top_fn.", 2 * c, 2 * c)
+        _zeros_keys(expected, L["top"], 2 * c, 2 * c, L)
     ph = sd.get("prior_h")
-    expected["prior_h"] = (1, 2 * c) + (tuple(ph.shape[2:]) if ph is not None and ph.ndim == 4 else (1, 1))
+    ok4 = ph is not None and ph.ndim == 4 and ph.shape[0] >= 1
+    # chaiyujin: one all-zero row per image of its training batch (batch_size / number of GPUs)
+    expected["prior_h"] = ((ph.shape[0] if ok4 and L["prior_batch"] else 1), 2 * c) + \
+        (tuple(ph.shape[2:]) if ok4 else (1, 1))
     check_keys(sd, expected, "inited")
     for k, shape in expected.items():
         if k.endswith("indices") or k.endswith("indices_inverse"):
@@ -400,30 +432,30 @@ def infer_y0ast(sd, flow_permutation=None):
         raise ExportError("prior_h is not zero: a spatially varying top prior is not supported")
     return dict(in_channels=c_in, n_block=n_block, n_flow=n_flow, hidden=hidden, affine=affine,
                 perm=perm, lu_masks=lu_masks, perm_buffers=perm_buffers, inited=inited,
-                learn_top=learn_top, top_hw=tuple(sd["prior_h"].shape[2:]),
-                invconv={"lu": "lu", "plain": "plain"}.get(perm, "permutation"))
+                learn_top=learn_top, top_hw=tuple(sd["prior_h"].shape[2:]), prior_batch=sd["prior_h"].shape[0],
+                invconv={"lu": "lu", "plain": "plain"}.get(perm, "permutation"), layout=layout)
 
 
-def y0ast_zeros(sd, p):
+def y0ast_zeros(sd, p, L):
     """A Conv2dZeros (zero padding, so no edge table) with exp(3*logs) folded in."""
     f = np.exp(3.0 * sd[p + "logs"].reshape(-1))
-    return sd[p + "conv.weight"] * f[:, None, None, None], sd[p + "conv.bias"] * f
+    return sd[p + L["zeros"] + "weight"] * f[:, None, None, None], sd[p + L["zeros"] + "bias"] * f
 
 
-def y0ast_conv_actnorm(sd, p):
+def y0ast_conv_actnorm(sd, p, L):
     """Conv (no bias) + ActNorm2d: (conv(x) + bias) * exp(logs) as one conv + bias."""
     s = np.exp(sd[p + "actnorm.logs"].reshape(-1))
-    return sd[p + "conv.weight"] * s[:, None, None, None], sd[p + "actnorm.bias"].reshape(-1) * s
+    return sd[p + L["conv"] + "weight"] * s[:, None, None, None], sd[p + "actnorm.bias"].reshape(-1) * s
 
 
-def y0ast_perm_matrix(sd, p, perm, C):
+def y0ast_perm_matrix(sd, p, perm, C, L):
     """(W, ln|det W|) of a step's permutation: y = W x per pixel."""
     if perm == "lu":
         g = lambda k: sd[p + "invconv." + k]  # noqa: E731
         l_mask = g("l_mask") if p + "invconv.l_mask" in sd else np.tril(np.ones((C, C)), -1)
         eye = g("eye") if p + "invconv.eye" in sd else np.eye(C)
-        upper = g("upper") * l_mask.T + np.diag(g("sign_s") * np.exp(g("log_s")))
-        return g("p") @ (g("lower") * l_mask + eye) @ upper, float(np.sum(g("log_s")))
+        upper = g(L["upper"]) * l_mask.T + np.diag(g("sign_s") * np.exp(g("log_s")))
+        return g("p") @ (g(L["lower"]) * l_mask + eye) @ upper, float(np.sum(g("log_s")))
     if perm == "plain":
         W = sd[p + "invconv.weight"].reshape(C, C)
         sign, logdet = np.linalg.slogdet(W)
@@ -445,6 +477,7 @@ def build_y0ast(sd, info):
         tensors.append((name, arr))
         return name
 
+    L = Y0AST_LAYOUTS[info["layout"]]
     c = info["in_channels"]
     hid, K = info["hidden"], info["n_flow"]
     for i in range(info["n_block"]):
@@ -456,19 +489,25 @@ def build_y0ast(sd, info):
             logs = sd[p + "actnorm.logs"].reshape(-1)
             bias = sd[p + "actnorm.bias"].reshape(-1)
             s = np.exp(logs)
-            W, logdet_w = y0ast_perm_matrix(sd, p, info["perm"], C)
+            W, logdet_w = y0ast_perm_matrix(sd, p, info["perm"], C, L)
             A = W @ np.diag(s)
             b = W @ (s * bias)
+            if L["input_map"] and i == 0 and k == 0:
+                # the source sees x' = a x + c: A x' + b = (a A) x + (b + c A 1); det gains a^C
+                a, c0 = L["input_map"]
+                b = b + c0 * A.sum(axis=1)
+                A = a * A
+                logdet_w += C * np.log(a)
             A_inv = np.linalg.inv(A)
             if not np.all(np.isfinite(A_inv)):
                 raise ExportError("%s: 1x1 conv not invertible" % p)
             ops.append((OP_AFFINE, [C], [float(np.sum(logs) + logdet_w)],
                         [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv),
                          add(pre + "b_inv", -A_inv @ b)]))
-            q = p + "block."
-            w1, b1 = y0ast_conv_actnorm(sd, q + "0.")
-            w2, b2 = y0ast_conv_actnorm(sd, q + "2.")
-            w3, b3 = y0ast_zeros(sd, q + "4.")
+            q = p + L["net"]
+            w1, b1 = y0ast_conv_actnorm(sd, q + "0.", L)
+            w2, b2 = y0ast_conv_actnorm(sd, q + "2.", L)
+            w3, b3 = y0ast_zeros(sd, q + "4.", L)
             if info["affine"]:
                 b3 = b3.copy()
                 b3[1::2] += 2.0  # sigmoid(h[1::2] + 2): scale channels interleaved ("cross")
@@ -476,12 +515,12 @@ def build_y0ast(sd, info):
                         [add(pre + "w1", w1), add(pre + "b1", b1), None, add(pre + "w2", w2),
                          add(pre + "b2", b2), add(pre + "w3", w3), add(pre + "b3", b3), None]))
         if i < info["n_block"] - 1:
-            w, b = y0ast_zeros(sd, "flow.layers.%d.conv." % (i * (K + 2) + K + 1))
+            w, b = y0ast_zeros(sd, "flow.layers.%d.conv." % (i * (K + 2) + K + 1), L)
             ops.append((OP_SPLIT, [C, 1], [], [add("b%d.split.w" % i, w), add("b%d.split.b" % i, b), None]))
             c = C // 2
         elif info["learn_top"]:
             # Conv2dZeros over the all-zero prior_h, zero padded: its bias everywhere
-            _, b = y0ast_zeros(sd, "learn_top_fn.")
+            _, b = y0ast_zeros(sd, L["top"], L)
             # zero edge table: taps outside read zeros (glowfile.Plan wants the tensor present)
             ops.append((OP_TOP_PRIOR, [C, 0, 1], [], [add("top.b", b), add("top.e", np.zeros((9, 2 * C)))]))
         else:
@@ -531,7 +570,7 @@ def self_check_y0ast(path, sd, info, height, width, n=2):
                             ("perm", info["perm_buffers"])) if on]
     model = Y0astGlow(info["in_channels"], info["hidden"], info["n_flow"], info["n_block"], perm,
                       "affine" if info["affine"] else "additive", info["perm"] == "lu", info["learn_top"],
-                      info["top_hw"], bufs)
+                      info["top_hw"], bufs, layout=info["layout"], prior_batch=info["prior_batch"])
     model = model.double().eval()
     msd = model.state_dict()
     # plain weights may be stored conv-shaped; everything else loads as is (strict)
@@ -600,22 +639,29 @@ def self_check(path, sd, info, height, width, n=2):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("source_format", choices=["rosinality", "y0ast"])
+    ap.add_argument("source_format", choices=["rosinality", "y0ast", "chaiyujin"])
     ap.add_argument("checkpoint")
     ap.add_argument("-o", "--output", required=True)
     ap.add_argument("--image-size", required=True, help="S or HxW (default size stored in the file)")
     ap.add_argument("--n-bits", type=int,
                     help="bits per pixel the model was trained at: a state_dict does not record it "
                          "(rosinality's train.py: 5 by default; y0ast's and models/train.py: 8); "
-                         "read from models/train.py's progress.json beside the checkpoint when there")
+                         "read from models/train.py's progress.json beside the checkpoint when there; "
+                         "chaiyujin: 8 (its only setting), the default")
     ap.add_argument("--alignment", type=int, default=64)
     ap.add_argument("--flow-permutation", choices=Y0AST_PERMS,
-                    help="y0ast: the model's flow_permutation, needed when its steps store no permutation keys")
+                    help="y0ast, chaiyujin: the model's flow_permutation, needed when its steps store no "
+                         "permutation keys")
     ap.add_argument("--no-check", action="store_true", help="skip the float64 self-check")
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
     try:
         known = trained_n_bits(a.checkpoint)
+        if a.source_format == "chaiyujin":
+            # its data pipeline is fixed: ToTensor (u/255), noise N(0, 1/256^2), -log(256) per pixel
+            if a.n_bits not in (None, 8):
+                raise ExportError("--n-bits %d: chaiyujin/glow-pytorch trains on 8-bit images only" % a.n_bits)
+            a.n_bits = 8
         if a.n_bits is None and known is None:
             raise ExportError("--n-bits is required: a state_dict does not record the bits per pixel the model "
                               "was trained at (rosinality's train.py defaults to 5, y0ast's to 8)")
@@ -627,8 +673,8 @@ def main(argv=None):
             raise ExportError("--n-bits must be 1..8")
         h, w = parse_size(a.image_size)
         sd = load_state_dict(a.checkpoint)
-        y0ast = a.source_format == "y0ast"
-        info = infer_y0ast(sd, a.flow_permutation) if y0ast else infer_rosinality(sd)
+        y0ast = a.source_format in ("y0ast", "chaiyujin")
+        info = infer_y0ast(sd, a.flow_permutation, a.source_format) if y0ast else infer_rosinality(sd)
         f = 2 ** info["n_block"]
         if h % f or w % f or h < f or w < f:
             raise ExportError("image size %dx%d not divisible by 2^n_block = %d" % (h, w, f))
@@ -639,6 +685,10 @@ def main(argv=None):
               ("glow.invconv", info["invconv"]), ("glow.n_bits", a.n_bits),
               ("source.format", a.source_format), ("source.file", os.path.basename(a.checkpoint)),
               ("exporter.version", EXPORTER_VERSION)]
+        imap = Y0AST_LAYOUTS[a.source_format]["input_map"] if y0ast else None
+        if imap:
+            kv.append(("source.input_map", "x' = %s x + %s: the source's input of glowrt's x, folded into the "
+                       "first affine" % (Fraction(imap[0]).limit_denominator(4096), imap[1])))
         kv += train_info(a.checkpoint)
         size = glowfile.write_glow(a.output, kv, tensors, ops, alignment=a.alignment)
         msg = ""

@@ -1,11 +1,18 @@
-"""A PyTorch Glow in the state_dict layout of y0ast/Glow-PyTorch (itself derived
-from chaiyujin/glow-pytorch), written from a description of that layout; the
-reference that models/export.py's `y0ast` source is checked against.
+"""A PyTorch Glow in the state_dict layout of y0ast/Glow-PyTorch or of its
+ancestor chaiyujin/glow-pytorch (`layout`), written from a description of those
+layouts; the reference that models/export.py's `y0ast` and `chaiyujin` sources
+are checked against.
 
     m = Glow(in_channels, hidden, K, L, flow_permutation="invconv", flow_coupling="affine",
-             lu_decomposed=True, learn_top=True, top_hw=(4, 4))
+             lu_decomposed=True, learn_top=True, top_hw=(4, 4), layout="y0ast")
     ll = m.log_prob(x)     # log p(z) + logdet per image, nats, no dequantisation noise
     eps = m.encode(x)      # [N, D] standardised latents, finest level first
+
+x is in glowrt's model space (pixels at x = (u + 0.5)/256 - 0.5). The y0ast
+layout models that space itself. chaiyujin's models see ToTensor's x' = u/255
+in [0, 1], so with layout="chaiyujin" the module first maps x' = 256/255 x + 0.5
+(the same pixel) and adds that map's log-Jacobian, D ln(256/255): log_prob is
+then the density of glowrt's x, upstream's log p(x') + D ln(256/255).
 
 Keys: flow.layers.{j}.actnorm.{bias,logs}, .invconv.{weight | p,sign_s,lower,upper,log_s},
 .shuffle.indices / .reverse.indices (+ indices_inverse), .block.{0,2}.conv.weight,
@@ -18,6 +25,12 @@ Upstream keeps the LU masks (l_mask, eye), the permutation indices and the
 actnorm `inited` flag as plain attributes, so they are not in its state_dict;
 `buffers` names which of them this module registers ("lu_masks", "perm",
 "inited"), to mimic forks that do.
+
+chaiyujin/glow-pytorch's keys differ only in names (its Conv2d and Conv2dZeros
+are nn.Conv2d subclasses, so no `.conv.`): flow.layers.{j}.f.{0,2}.weight,
+.f.{0,2}.actnorm.{bias,logs}, .f.4.{weight,bias,logs}, LU .invconv.{p,sign_s,l,u,log_s};
+splits flow.layers.{j}.conv.{weight,bias,logs}; learn_top.{weight,bias,logs};
+prior_h an all-zero nn.Parameter [batch_size, 2C, h, w] (`prior_batch`).
 """
 import math
 
@@ -26,6 +39,9 @@ from torch import nn
 from torch.nn import functional as F
 
 LOG_2PI = math.log(2 * math.pi)
+LAYOUTS = ("y0ast", "chaiyujin")
+# chaiyujin: x' = INPUT_SCALE * x + INPUT_SHIFT maps glowrt's pixel (u + 0.5)/256 - 0.5 to u/255
+INPUT_SCALE, INPUT_SHIFT = 256.0 / 255.0, 0.5
 
 
 def gaussian_log_p(x, mean, logs):
@@ -71,9 +87,10 @@ class InvConv(nn.Module):
     """Invertible 1x1 conv: plain `weight` [C, C] or LU W = p (lower*l_mask + eye)
     (upper*l_mask^T + diag(sign_s*exp(log_s)))."""
 
-    def __init__(self, c, lu, lu_masks=False, generator=None):
+    def __init__(self, c, lu, lu_masks=False, generator=None, names=("lower", "upper")):
         super().__init__()
         self.lu = lu
+        self.names = names  # the L and U parameters: y0ast lower/upper, chaiyujin l/u
         q, _ = torch.linalg.qr(torch.randn(c, c, generator=generator, dtype=torch.float64))
         if not lu:
             self.weight = nn.Parameter(q.float())
@@ -82,9 +99,9 @@ class InvConv(nn.Module):
         s = torch.diagonal(upper)
         self.register_buffer("p", p.float())
         self.register_buffer("sign_s", torch.sign(s).float())
-        self.lower = nn.Parameter(lower.float())
+        setattr(self, names[0], nn.Parameter(lower.float()))
         self.log_s = nn.Parameter(torch.log(s.abs()).float())
-        self.upper = nn.Parameter(torch.triu(upper, 1).float())
+        setattr(self, names[1], nn.Parameter(torch.triu(upper, 1).float()))
         l_mask, eye = torch.tril(torch.ones(c, c), -1), torch.eye(c)
         if lu_masks:
             self.register_buffer("l_mask", l_mask)
@@ -95,9 +112,10 @@ class InvConv(nn.Module):
     def matrix(self):
         if not self.lu:
             return self.weight
-        l_mask, eye = self.l_mask.to(self.lower.dtype), self.eye.to(self.lower.dtype)
-        lower = self.lower * l_mask + eye
-        upper = self.upper * l_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
+        lower, upper = getattr(self, self.names[0]), getattr(self, self.names[1])
+        l_mask, eye = self.l_mask.to(lower.dtype), self.eye.to(lower.dtype)
+        lower = lower * l_mask + eye
+        upper = upper * l_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
         return self.p @ lower @ upper
 
     def forward(self, x):
@@ -136,6 +154,17 @@ class ConvActNorm(nn.Module):
         return self.actnorm(self.conv(x))[0]
 
 
+class ConvActNormFlat(nn.Conv2d):
+    """chaiyujin layout: the conv is the module itself (`weight`), the actnorm its child."""
+
+    def __init__(self, cin, cout, k, inited_buffer):
+        super().__init__(cin, cout, k, padding=k // 2, bias=False)
+        self.actnorm = ActNorm(cout, inited_buffer)
+
+    def forward(self, x):
+        return self.actnorm(super().forward(x))[0]
+
+
 class Conv2dZeros(nn.Module):
     """3x3 conv (zero padding) + bias, times exp(3 * logs); logs [Co, 1, 1]."""
 
@@ -150,14 +179,35 @@ class Conv2dZeros(nn.Module):
         return self.conv(x) * torch.exp(3.0 * self.logs)
 
 
+class Conv2dZerosFlat(nn.Conv2d):
+    """chaiyujin layout of Conv2dZeros: weight, bias, logs on the module itself."""
+
+    def __init__(self, cin, cout):
+        super().__init__(cin, cout, 3, padding=1)
+        self.weight.data.zero_()
+        self.bias.data.zero_()
+        self.logs = nn.Parameter(torch.zeros(cout, 1, 1))
+
+    def forward(self, x):
+        return super().forward(x) * torch.exp(3.0 * self.logs)
+
+
+def conv_classes(layout):
+    """(Conv + ActNorm, Conv2dZeros) of a layout."""
+    if layout not in LAYOUTS:
+        raise ValueError("layout " + layout)
+    return (ConvActNorm, Conv2dZeros) if layout == "y0ast" else (ConvActNormFlat, Conv2dZerosFlat)
+
+
 class FlowStep(nn.Module):
-    def __init__(self, c, hidden, perm, coupling, lu, buffers, generator):
+    def __init__(self, c, hidden, perm, coupling, lu, buffers, generator, layout="y0ast"):
         super().__init__()
         inited = "inited" in buffers
         self.affine = coupling == "affine"
         self.actnorm = ActNorm(c, inited)
         if perm == "invconv":
-            self.invconv = InvConv(c, lu, "lu_masks" in buffers, generator)
+            self.invconv = InvConv(c, lu, "lu_masks" in buffers, generator,
+                                   ("lower", "upper") if layout == "y0ast" else ("l", "u"))
         elif perm == "shuffle":
             self.shuffle = Permute(c, True, "perm" in buffers, generator)
         elif perm == "reverse":
@@ -165,9 +215,11 @@ class FlowStep(nn.Module):
         else:
             raise ValueError("flow_permutation " + perm)
         self.perm = perm  # the submodule's name, as upstream keys it
-        self.block = nn.Sequential(ConvActNorm(c // 2, hidden, 3, inited), nn.ReLU(),
-                                   ConvActNorm(hidden, hidden, 1, inited), nn.ReLU(),
-                                   Conv2dZeros(hidden, c if self.affine else c // 2))
+        conv, zeros = conv_classes(layout)
+        self.net_name = "block" if layout == "y0ast" else "f"  # the coupling network's name
+        setattr(self, self.net_name, nn.Sequential(conv(c // 2, hidden, 3, inited), nn.ReLU(),
+                                                   conv(hidden, hidden, 1, inited), nn.ReLU(),
+                                                   zeros(hidden, c if self.affine else c // 2)))
 
     def forward(self, x):
         z, logdet = self.actnorm(x)
@@ -175,7 +227,7 @@ class FlowStep(nn.Module):
         logdet = logdet + d
         c = z.shape[1]
         z1, z2 = z[:, :c // 2], z[:, c // 2:]
-        h = self.block(z1)
+        h = getattr(self, self.net_name)(z1)
         if self.affine:
             shift, scale = h[:, 0::2], torch.sigmoid(h[:, 1::2] + 2.0)
             z2 = (z2 + shift) * scale
@@ -186,9 +238,9 @@ class FlowStep(nn.Module):
 
 
 class Split2d(nn.Module):
-    def __init__(self, c):
+    def __init__(self, c, layout="y0ast"):
         super().__init__()
-        self.conv = Conv2dZeros(c // 2, c)
+        self.conv = conv_classes(layout)[1](c // 2, c)
 
     def prior(self, z1):
         h = self.conv(z1)
@@ -200,33 +252,39 @@ class Squeeze(nn.Module):
 
 
 class FlowNet(nn.Module):
-    def __init__(self, c, hidden, K, L, perm, coupling, lu, buffers, generator):
+    def __init__(self, c, hidden, K, L, perm, coupling, lu, buffers, generator, layout):
         super().__init__()
         self.layers = nn.ModuleList()
         for i in range(L):
             c *= 4
             self.layers.append(Squeeze())
             for _ in range(K):
-                self.layers.append(FlowStep(c, hidden, perm, coupling, lu, buffers, generator))
+                self.layers.append(FlowStep(c, hidden, perm, coupling, lu, buffers, generator, layout))
             if i < L - 1:
-                self.layers.append(Split2d(c))
+                self.layers.append(Split2d(c, layout))
                 c //= 2
         self.top_c = c
 
 
 class Glow(nn.Module):
     def __init__(self, in_channels, hidden, K, L, flow_permutation="invconv", flow_coupling="affine",
-                 lu_decomposed=True, learn_top=True, top_hw=(4, 4), buffers=(), seed=0):
+                 lu_decomposed=True, learn_top=True, top_hw=(4, 4), buffers=(), seed=0, layout="y0ast",
+                 prior_batch=1):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.in_channels = in_channels
+        self.layout = layout
         self.flow = FlowNet(in_channels, hidden, K, L, flow_permutation, flow_coupling, lu_decomposed,
-                            set(buffers), g)
+                            set(buffers), g, layout)
         c = self.flow.top_c
-        self.learn_top = learn_top
+        self.has_top = learn_top
+        self.top_name = "learn_top_fn" if layout == "y0ast" else "learn_top"
         if learn_top:
-            self.learn_top_fn = Conv2dZeros(2 * c, 2 * c)
-        self.register_buffer("prior_h", torch.zeros(1, 2 * c, *top_hw))
+            setattr(self, self.top_name, conv_classes(layout)[1](2 * c, 2 * c))
+        if layout == "y0ast":
+            self.register_buffer("prior_h", torch.zeros(1, 2 * c, *top_hw))
+        else:  # a parameter, one row per image of a training batch (never trained: detached)
+            self.prior_h = nn.Parameter(torch.zeros(prior_batch, 2 * c, *top_hw))
 
     def mark_initialized(self):
         """After loading a trained state_dict: no actnorm data-initialisation."""
@@ -237,8 +295,8 @@ class Glow(nn.Module):
     def top_prior(self, z):
         n, c, h, w = z.shape
         p = torch.zeros(n, 2 * c, h, w, dtype=z.dtype)  # prior_h, at this image size
-        if self.learn_top:
-            p = self.learn_top_fn(p)
+        if self.has_top:
+            p = getattr(self, self.top_name)(p)
         return p[:, :c], p[:, c:]
 
     def _run(self, x):
@@ -247,6 +305,9 @@ class Glow(nn.Module):
         ll = torch.zeros(n, dtype=x.dtype)
         eps = []
         z = x
+        if self.layout == "chaiyujin":  # glowrt's model space -> upstream's [0, 1]
+            z = INPUT_SCALE * x + INPUT_SHIFT
+            ll = ll + x[0].numel() * math.log(INPUT_SCALE)
         for layer in self.flow.layers:
             if isinstance(layer, Squeeze):
                 z = squeeze2(z)
@@ -272,38 +333,43 @@ class Glow(nn.Module):
 
 
 def random_model(in_channels, hidden, K, L, flow_permutation="invconv", flow_coupling="affine",
-                 lu_decomposed=True, learn_top=True, height=8, width=8, buffers=(), seed=0, noise=1.0):
-    """A y0ast-layout Glow with every actnorm data-initialised on random model-space
+                 lu_decomposed=True, learn_top=True, height=8, width=8, buffers=(), seed=0, noise=1.0,
+                 layout="y0ast", prior_batch=1):
+    """A Glow of the given layout with every actnorm data-initialised on random model-space
     data (in layer order, as the first training batch does) and every other
     parameter perturbed, Conv2dZeros included, so couplings and priors are non-trivial."""
     f = 2 ** L
     m = Glow(in_channels, hidden, K, L, flow_permutation, flow_coupling, lu_decomposed, learn_top,
-             (height // f, width // f), buffers, seed)
+             (height // f, width // f), buffers, seed, layout, prior_batch)
     g = torch.Generator().manual_seed(seed + 1)
 
     def rnd(shape, std):
         return torch.randn(*shape, generator=g) * std
 
     with torch.no_grad():
-        for name, p in m.named_parameters():
-            if ".actnorm." in name or name.startswith("actnorm"):
-                continue
-            fan_in = p[0].numel() if p.dim() == 4 else 1
-            if name.endswith("invconv.weight"):  # before "conv.weight": stays near-orthogonal
-                p.add_(rnd(p.shape, 0.02 * noise / p.shape[0] ** 0.5))
-            elif name.endswith("block.0.conv.weight") or name.endswith("block.2.conv.weight"):
-                p.copy_(rnd(p.shape, (2.0 / fan_in) ** 0.5))
-            elif name.endswith("conv.weight"):  # Conv2dZeros: coupling output, split and top priors
-                p.copy_(rnd(p.shape, 0.3 * noise / fan_in ** 0.5))
-            elif name.endswith("conv.bias") or name.endswith(".logs"):
-                p.copy_(rnd(p.shape, 0.05 * noise))
-            elif name.endswith("log_s"):
-                p.add_(rnd(p.shape, 0.02 * noise))
-            elif name.endswith("lower") or name.endswith("upper"):
-                p.mul_(1 + rnd(p.shape, 0.01 * noise))
-                p.add_(rnd(p.shape, 0.001 * noise / p.shape[0]))
-            else:
-                raise RuntimeError("random_model: unhandled parameter " + name)
+        # by module type, in named_parameters() order (the same draws in both layouts)
+        for mod in m.modules():
+            for name, p in mod._parameters.items():
+                if p is None or isinstance(mod, (ActNorm, Glow)):  # actnorms: data; prior_h stays zero
+                    continue
+                fan_in = p[0].numel() if p.dim() == 4 else 1
+                if isinstance(mod, InvConv):
+                    if name == "weight":  # stays near-orthogonal
+                        p.add_(rnd(p.shape, 0.02 * noise / p.shape[0] ** 0.5))
+                    elif name == "log_s":
+                        p.add_(rnd(p.shape, 0.02 * noise))
+                    else:  # L and U
+                        p.mul_(1 + rnd(p.shape, 0.01 * noise))
+                        p.add_(rnd(p.shape, 0.001 * noise / p.shape[0]))
+                elif isinstance(mod, ConvActNormFlat) or (isinstance(mod, nn.Conv2d) and p.dim() == 4
+                                                          and mod.bias is None):
+                    p.copy_(rnd(p.shape, (2.0 / fan_in) ** 0.5))  # the convs before an actnorm
+                elif name == "weight":  # Conv2dZeros: coupling output, split and top priors
+                    p.copy_(rnd(p.shape, 0.3 * noise / fan_in ** 0.5))
+                elif name in ("bias", "logs"):
+                    p.copy_(rnd(p.shape, 0.05 * noise))
+                else:
+                    raise RuntimeError("random_model: unhandled parameter %s of %s" % (name, type(mod).__name__))
         x = torch.rand(16, in_channels, height, width, generator=g) - 0.5
         m.log_prob(x)  # data-dependent actnorm init
         for name, p in m.named_parameters():

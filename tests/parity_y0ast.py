@@ -1,13 +1,17 @@
 #!/usr/bin/python3
-"""Parity of the glowrt CLI on y0ast/Glow-PyTorch checkpoints (models/glow_y0ast.py).
+"""Parity of the glowrt CLI on y0ast/Glow-PyTorch and chaiyujin/glow-pytorch
+checkpoints (models/glow_y0ast.py, both layouts).
 
     /usr/bin/python3 tests/parity_y0ast.py --glowrt build/glowrt [--keep DIR]
 
-For each case: a random y0ast-layout Glow (actnorms data-initialised, every
-other parameter perturbed), its state_dict saved, exported with
-`models/export.py y0ast` (self-check on), then glowrt score / encode / decode
-compared with the module in float64, with tests/parity.py's tolerances:
+For each case: a random Glow of that layout (actnorms data-initialised, every
+other parameter perturbed), its state_dict saved (chaiyujin: mostly as its
+utils.save does, under "graph"), exported with `models/export.py y0ast` or
+`chaiyujin` (self-check on), then glowrt score / encode / decode compared with
+the module in float64, with tests/parity.py's tolerances:
 |dlog_p| <= 1e-5 |log_p| + 1e-3, max|deps| <= 1e-4, decode(encode(x)) within 1e-4.
+chaiyujin cases give glowrt 8-bit pixels (uint8 .npy), so its pixel map and the
+exporter's fold of upstream's u/255 input are checked together.
 Then malformed checkpoints that the exporter must refuse (exit 2, one line).
 """
 import argparse
@@ -44,13 +48,23 @@ CASES = [
     (3, 3, 2, "affine", "reverse", False, True, 4, 16, ("perm",), "plain"),
     (1, 3, 2, "additive", "shuffle", False, True, 11, 16, ("perm",), "plain"),
 ]
+# chaiyujin/glow-pytorch layout; "pkg": utils.save's {"graph": sd, ...}; prior_h's
+# batch (its training batch per GPU) is the first number of `how`
+CHAIYUJIN_CASES = [
+    (3, 2, 2, "affine", "invconv", True, True, 7, 8, (), "pkg12"),
+    (1, 3, 1, "additive", "invconv", False, False, 5, 16, (), "pkg1"),
+    (3, 1, 2, "affine", "reverse", False, True, 6, 8, (), "pkg4"),          # needs --flow-permutation
+    (1, 2, 2, "additive", "invconv", True, True, 9, 8, (), "plain3"),
+    (3, 3, 1, "affine", "shuffle", False, False, 4, 16, ("perm",), "pkg2"),  # a fork that stores indices
+]
+ALL_CASES = [("y0ast", c) for c in CASES] + [("chaiyujin", c) for c in CHAIYUJIN_CASES]
 
 
-def describe(case):
-    c, L, K, coup, perm, lu, lt, hid, S, bufs, how = case
+def describe(lcase):
+    layout, (c, L, K, coup, perm, lu, lt, hid, S, bufs, how) = lcase
     p = perm + ("-lu" if perm == "invconv" and lu else "-plain" if perm == "invconv" else "")
-    return "C=%d L=%d K=%d %s %s learn_top=%d hidden=%d %dx%d keys+%s %s" % (
-        c, L, K, coup, p, lt, hid, S, S, ",".join(bufs) or "none", how)
+    return "%s C=%d L=%d K=%d %s %s learn_top=%d hidden=%d %dx%d keys+%s %s" % (
+        layout, c, L, K, coup, p, lt, hid, S, S, ",".join(bufs) or "none", how)
 
 
 def export_quiet(argv):
@@ -62,29 +76,38 @@ def export_quiet(argv):
 
 
 def save_ckpt(sd, path, how):
-    if how == "wrapped":
+    if how.startswith("pkg"):  # chaiyujin's utils.save (optimizer state left out)
+        sd = {"global_step": 5000, "graph": sd, "optim": {"state": {}, "param_groups": []}, "criterion": {}}
+    elif how == "wrapped":
         sd = {"model": {"module." + k: v for k, v in sd.items()}, "epoch": 3}
     elif how == "weight4d":
         sd = {k: v.view(*v.shape, 1, 1) if k.endswith("invconv.weight") else v for k, v in sd.items()}
     torch.save(sd, path)
 
 
-def run_case(k, case, args, work):
-    c, L, K, coup, perm, lu, lt, hid, S, bufs, how = case
+def run_case(k, lcase, args, work):
+    layout, (c, L, K, coup, perm, lu, lt, hid, S, bufs, how) = lcase
     d = os.path.join(work, "case%02d" % k)
     os.makedirs(d, exist_ok=True)
-    model = random_model(c, hid, K, L, perm, coup, lu, lt, S, S, buffers=bufs, seed=2000 + k)
-    pt, gl = os.path.join(d, "model.pt"), os.path.join(d, "model.glow")
+    pb = int(how.lstrip("pkglain") or 1) if layout == "chaiyujin" else 1
+    model = random_model(c, hid, K, L, perm, coup, lu, lt, S, S, buffers=bufs, seed=2000 + k,
+                         layout=layout, prior_batch=pb)
+    pt, gl = os.path.join(d, "save_5k0.pkg" if how.startswith("pkg") else "model.pt"), os.path.join(d, "model.glow")
     save_ckpt(model.state_dict(), pt, how)
     extra = ["--flow-permutation", perm] if perm in ("shuffle", "reverse") and "perm" not in bufs else []
-    rc, err = export_quiet(["y0ast", pt, "-o", gl, "--image-size", str(S), "--n-bits", "8", "-q"] + extra)
+    extra += ["--n-bits", "8"] if layout == "y0ast" else []  # chaiyujin: 8, the default
+    rc, err = export_quiet([layout, pt, "-o", gl, "--image-size", str(S), "-q"] + extra)
     if rc != 0:
         raise RuntimeError("export failed (exit %d): %s" % (rc, err.strip()))
     n = 3
     u = np.random.default_rng(k).integers(0, 256, size=(n, c, S, S))
+    u[0, :, 0, :2] = [0, 255]  # both ends of the range
     x = (u / 256.0 - 0.5 + 0.5 / 256.0).astype(np.float32)  # bin centres, as glowrt maps pixels
     xp, zp, xrp = (os.path.join(d, f) for f in ("x.npy", "z.npy", "xr.npy"))
-    np.save(xp, x)
+    if layout == "chaiyujin":  # 8-bit pixels, [N, H, W(, C)]
+        np.save(xp, (u[:, 0] if c == 1 else u.transpose(0, 2, 3, 1)).astype(np.uint8))
+    else:
+        np.save(xp, x)
     md = model.double()
     with torch.no_grad():
         xt = torch.from_numpy(x.astype(np.float64))
@@ -102,7 +125,7 @@ def run_case(k, case, args, work):
 
 
 def bad_checkpoints():
-    """(name, state_dict, extra args, a word the message must contain)."""
+    """(name, state_dict, source format + extra args, a word the message must contain)."""
     base = random_model(1, 3, 1, 2, "invconv", "affine", True, True, 8, 8, buffers=("inited",), seed=7).state_dict()
     cond = dict(base)
     cond["project_ycond.linear.weight"] = torch.zeros(4, 10)
@@ -112,10 +135,24 @@ def bad_checkpoints():
     uninit = dict(base)
     uninit["flow.layers.1.actnorm.inited"] = torch.tensor(0, dtype=torch.uint8)
     shuffled = random_model(1, 3, 1, 1, "shuffle", "additive", False, False, 8, 8, seed=8).state_dict()
-    return [("y_condition", cond, [], "class-conditional"),
-            ("missing key", missing, [], "missing"),
-            ("uninitialised actnorm", uninit, [], "never data-initialised"),
-            ("shuffle without stored indices", shuffled, [], "permutation")]
+    cy = random_model(1, 3, 1, 2, "invconv", "affine", True, True, 8, 8, seed=9, layout="chaiyujin",
+                      prior_batch=2).state_dict()
+    cy_cond = dict(cy)  # hparams.Glow.y_condition: two LinearZeros (nn.Linear + logs)
+    for name, (o, i) in (("project_ycond", (8, 10)), ("project_class", (10, 4))):
+        cy_cond.update({name + ".weight": torch.zeros(o, i), name + ".bias": torch.zeros(o),
+                        name + ".logs": torch.zeros(o)})
+    cy_missing = {k: v for k, v in cy.items() if k != "flow.layers.4.f.4.logs"}
+    cy_old_lu = {k: v for k, v in cy.items() if not k.endswith(("invconv.p", "invconv.sign_s"))}
+    pkg = lambda sd: {"global_step": 1000, "graph": sd, "optim": {}, "criterion": {}}  # noqa: E731
+    return [("y_condition", cond, ["y0ast"], "class-conditional"),
+            ("missing key", missing, ["y0ast"], "missing"),
+            ("uninitialised actnorm", uninit, ["y0ast"], "never data-initialised"),
+            ("shuffle without stored indices", shuffled, ["y0ast"], "permutation"),
+            ("chaiyujin y_condition", pkg(cy_cond), ["chaiyujin"], "class-conditional"),
+            ("chaiyujin missing key", pkg(cy_missing), ["chaiyujin"], "missing"),
+            ("chaiyujin LU without p, sign_s", pkg(cy_old_lu), ["chaiyujin"], "840971f"),
+            ("chaiyujin --n-bits 5", pkg(cy), ["chaiyujin", "--n-bits", "5"], "8-bit"),
+            ("chaiyujin keys as y0ast", pkg(cy), ["y0ast"], "export the checkpoint as chaiyujin")]
 
 
 def run_bad(args, work):
@@ -123,7 +160,8 @@ def run_bad(args, work):
     for k, (name, sd, extra, word) in enumerate(bad_checkpoints()):
         pt, gl = os.path.join(work, "bad%d.pt" % k), os.path.join(work, "bad%d.glow" % k)
         torch.save(sd, pt)
-        argv = ["y0ast", pt, "-o", gl, "--image-size", "8", "--n-bits", "8"] + extra
+        argv = [extra[0], pt, "-o", gl, "--image-size", "8"] + (["--n-bits", "8"] if extra[0] == "y0ast" else []) \
+            + extra[1:]
         if k == 0:  # once through the real command line: the exit status
             r = subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "export.py")] + argv,
                                capture_output=True, text=True, timeout=args.timeout)
@@ -149,7 +187,7 @@ def main(argv=None):
     work = args.keep or tempfile.mkdtemp(prefix="glowrt-parity-y0ast-")
     os.makedirs(work, exist_ok=True)
     try:
-        passed, failed = run_cases(enumerate(CASES), run_case, describe, args, work)
+        passed, failed = run_cases(enumerate(ALL_CASES), run_case, describe, args, work)
         for name, ok, detail in run_bad(args, work):
             passed, failed = passed + ok, failed + (not ok)
             print("%s refuse %s: %s" % ("ok  " if ok else "FAIL", name, detail), flush=True)
