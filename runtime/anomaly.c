@@ -130,7 +130,9 @@ static void put_json_str(FILE *f, const char *s) {
 
 int ood_stats_write(const char *path, const ood_stats *s, const char *model, char *err, size_t errlen) {
     char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return io_error(err, errlen, path, "path too long");
+    const int direct = io_not_regular(path);  /* a device or pipe: no temporary file renamed over it */
+    if (snprintf(tmp, sizeof tmp, "%s%s", path, direct ? "" : ".tmp") >= (int)sizeof tmp)
+        return io_error(err, errlen, path, "path too long");
     FILE *f = fopen(tmp, "w");
     if (!f) return io_error(err, errlen, tmp, "cannot write: %s", strerror(errno));
     fputs("{\n  \"score\": ", f);
@@ -140,6 +142,12 @@ int ood_stats_write(const char *path, const ood_stats *s, const char *model, cha
             s->train_std_bpd);
     put_json_str(f, model ? model : "");
     fputs("\n}\n", f);
+    if (direct) {
+        const int bad = fflush(f) != 0 || ferror(f);
+        const int e = errno;
+        if ((fclose(f) != 0) | bad) return io_error(err, errlen, path, "write failed: %s", strerror(bad ? e : errno));
+        return 0;
+    }
     if (fflush(f) || fsync(fileno(f)) || fclose(f)) {
         unlink(tmp);
         return io_error(err, errlen, tmp, "write failed: %s", strerror(errno));

@@ -185,7 +185,14 @@ static int read_exact(FILE *f, void *buf, size_t n)
     return fread(buf, 1, n, f) == n ? 0 : -1;
 }
 
-/* atomic writer: <path>.tmp, fsync, rename */
+int io_not_regular(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+}
+
+/* atomic writer: <path>.tmp, fsync, rename; straight into path (tmp NULL)
+ * when it is a device, pipe or terminal (io_not_regular) */
 typedef struct {
     FILE *f;
     char *tmp;
@@ -195,6 +202,11 @@ static int af_open(afile *a, const char *path, char *err, size_t errlen)
 {
     size_t n = strlen(path);
     a->f = NULL;
+    a->tmp = NULL;
+    if (io_not_regular(path)) {
+        if (!(a->f = fopen(path, "wb"))) return io_error(err, errlen, path, "cannot open: %s", strerror(errno));
+        return 0;
+    }
     a->tmp = malloc(n + 5);
     if (!a->tmp) return io_error(err, errlen, path, "out of memory");
     memcpy(a->tmp, path, n);
@@ -225,6 +237,14 @@ static int af_commit(afile *a, const char *path, char *err, size_t errlen)
 {
     int bad = fflush(a->f) != 0 || ferror(a->f);
     int e = errno;
+    if (!a->tmp) {  /* written directly: nothing to sync or rename */
+        if (fclose(a->f) != 0 && !bad) {
+            bad = 1;
+            e = errno;
+        }
+        a->f = NULL;
+        return bad ? io_error(err, errlen, path, "write failed: %s", strerror(e)) : 0;
+    }
     if (!bad && fsync(fileno(a->f)) != 0) { bad = 1; e = errno; }
     if (bad) {
         af_abort(a);

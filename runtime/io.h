@@ -112,6 +112,11 @@ void io_free_list(char **paths, size_t count);
  * Memory grows with the bytes really read, never with what the header claims.
  * io_is_idx: 1 when the file (after gunzip) starts with the idx3 magic. */
 int io_is_idx(const char *path);
+
+/* 1 when path exists and is not a regular file (a device, a pipe, a
+ * terminal, /dev/stdout): outputs there are written directly, never through
+ * a temporary file renamed over it (which would replace the node). */
+int io_not_regular(const char *path);
 /* Reads only the header: *n, *h, *w. */
 int io_read_idx_header(const char *path, int64_t *n, int64_t *h, int64_t *w,
                        char *err, size_t errlen);

@@ -19,6 +19,7 @@ import argparse
 import csv
 import io
 import os
+import stat
 import struct
 import subprocess
 import tempfile
@@ -257,6 +258,23 @@ def test_errors(glowrt, tmp):
     np.save(zbig, np.full((1, 3 * 8 * 8), 1e4, np.float32))
     expect_error("decode of latents far from the prior", [glowrt, "decode", model, zbig, "-o",
                                                           os.path.join(tmp, "d.npy")], zbig)
+    # -o a pipe (or a device, /dev/stdout): written into, never replaced by a renamed temporary file
+    fifo = os.path.join(tmp, "rows.fifo")
+    os.mkfifo(fifo)
+    for cmd in (["score", model, xin, "-o", fifo], ["encode", model, xin, "-o", fifo]):
+        with subprocess.Popen(["cat", fifo], stdout=subprocess.PIPE) as reader:
+            rf = run([glowrt] + cmd)
+            try:
+                got = reader.communicate(timeout=20)[0]
+            except subprocess.TimeoutExpired:  # nothing ever opened the pipe for writing
+                reader.kill()
+                got = b""
+        still_fifo = stat.S_ISFIFO(os.stat(fifo).st_mode)
+        if not still_fifo:  # replaced: make it a pipe again for the next command
+            os.remove(fifo)
+            os.mkfifo(fifo)
+        check("%s -o a named pipe writes into it and leaves it a pipe" % cmd[0],
+              rf.returncode == 0 and len(got) > 0 and still_fifo and not os.path.exists(fifo + ".tmp"), rf.stderr)
     z = os.path.join(tmp, "z.npy")
     np.save(z, np.zeros((2, 100), np.float32))
     expect_error("latents of the wrong length", [glowrt, "decode", model, z, "-o", os.path.join(tmp, "d.npy")], z)

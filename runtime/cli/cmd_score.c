@@ -54,7 +54,8 @@ static const char *SCORE_HELP =
     "  --format F       csv (default) or jsonl\n"
     "  --no-progress    no progress bar (it is drawn on stderr only when stderr is\n"
     "                   a terminal and the rows do not go to a terminal)\n"
-    "  -o FILE          write FILE.tmp as it goes, renamed to FILE at the end\n"
+    "  -o FILE          write FILE.tmp as it goes, renamed to FILE at the end (a\n"
+    "                   device or pipe such as /dev/stdout is written directly)\n"
     "\n"
     "Exit codes: 0 every input scored; 3 some inputs failed (their rows carry the\n"
     "error); 2 a bad model or option (nothing written), or every input failed;\n"
@@ -203,8 +204,10 @@ int cmd_score(int argc, char **argv) {
     sc.m = load_model(argv[optind], 1);
     char tmp[PATH_MAX + 16];
     ctx.out = stdout;
+    /* -o a device or pipe (/dev/stdout, a fifo): written directly, no .tmp renamed over it */
+    const int direct = sc.o.output && io_not_regular(sc.o.output);
     if (sc.o.output) {
-        snprintf(tmp, sizeof tmp, "%s.tmp", sc.o.output);
+        snprintf(tmp, sizeof tmp, direct ? "%s" : "%s.tmp", sc.o.output);
         ctx.out = fopen(tmp, "w");
         if (!ctx.out) die("%s: cannot write: %s", tmp, strerror(errno));
     }
@@ -218,8 +221,10 @@ int cmd_score(int argc, char **argv) {
     install_stop_signals();
     int sig = scorer_run(&sc, argv + optind + 1, argc - optind - 1, score_row_out, &ctx);
     if (sc.o.output) {
-        if (fclose(ctx.out)) die("%s: write failed: %s", tmp, strerror(errno));
-        if (sig) {
+        if (ferror(ctx.out) | fclose(ctx.out)) die("%s: write failed: %s", tmp, strerror(errno));
+        if (direct) {
+            /* nothing to rename */
+        } else if (sig) {
             char part[PATH_MAX + 16];
             snprintf(part, sizeof part, "%s.partial", sc.o.output);
             if (rename(tmp, part)) die("%s: cannot rename: %s", part, strerror(errno));
@@ -233,7 +238,8 @@ int cmd_score(int argc, char **argv) {
     glowrt_model_free(sc.m);
     if (sig) {
         note("stopped by signal %d after %" PRId64 " rows%s%s%s", sig, sc.n_ok + sc.n_failed,
-             sc.o.output ? ", kept in " : "", sc.o.output ? sc.o.output : "", sc.o.output ? ".partial" : "");
+             sc.o.output && !direct ? ", kept in " : "", sc.o.output && !direct ? sc.o.output : "",
+             sc.o.output && !direct ? ".partial" : "");
         return 128 + sig;
     }
     if (sc.n_failed) return sc.n_ok ? 3 : EXIT_USAGE;
