@@ -1210,8 +1210,11 @@ int io_list_inputs(const char *path, char ***paths, size_t *count, char *err, si
         memcpy(full, path, len);
         if (!slash) full[len] = '/';
         memcpy(full + len + !slash, nm, m + 1);
+        /* Only subdirectories are skipped: an entry that cannot be read (a
+         * dangling link, a pipe) is listed, so that it fails with a reason
+         * rather than vanishing from the results. */
         struct stat fs;
-        if (stat(full, &fs) != 0 || !S_ISREG(fs.st_mode)) {
+        if (stat(full, &fs) == 0 && S_ISDIR(fs.st_mode)) {
             free(full);
             continue;
         }
