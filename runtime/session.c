@@ -757,9 +757,6 @@ static double sum_parts(const double *part, int n) {
  * team costs more than it saves there (and far more on a busy machine). */
 #define PAR_MIN_ELEMS 65536
 
-/* The thread id inside a parallel region, or the worker's own id when the
- * worker runs alone (images in parallel). */
-#define TID(par, wid) ((par) ? omp_get_thread_num() : (wid))
 
 /* dst[c] = bias[c] + the sum over taps t = 3*ky + kx of T[t*cout + c]
  * shifted by (ky - 1, kx - 1), zero outside; T and dst blocked
@@ -830,37 +827,64 @@ static void run_item(worker *w, const conv_plan *p, int it, int tid, int team, c
     }
 }
 
-/* dst = conv(src) chunk by chunk; with par, chunks go to the team's threads.
- * A split layer (plan_split) adds its rest's chunk j, read from src_rest,
- * right after its own chunk j, on the same thread. */
-static void run_conv(worker *w, int wid, int par, const conv_plan *p, const float *src, const float *src_rest,
-                     const float *weights, const float *bias, float *dst, int64_t hw) {
-    if (p->tap) {
-        run_conv(w, wid, par, p->tap, src, NULL, p->tap_weights, p->zero_bias, w->taps, hw);
-        PROF_BEGIN(w);
-        sum_taps(w->taps, bias, dst, p->cout, p->h, p->w, p->block);
-        PROF_END(w, p->label);
-        return;
-    }
+/* The items of conv plan p that fall to thread tid of a team of nt (items
+ * tid, tid + nt, ...; whatever ran where, each item computes the same), or
+ * all of them (nt = 1) on the worker's own thread tid. A split layer
+ * (plan_split) adds its rest's chunk j, read from src_rest, right after its
+ * own chunk j, on the same thread. */
+static void conv_items(worker *w, const conv_plan *p, int tid, int nt, int team, const float *src,
+                       const float *src_rest, const float *weights, const float *bias, float *dst, int64_t hw) {
     if (p->own_weights) weights = p->own_weights;
-    const int items = p->n_chunks * p->n_pieces, team = par && items > 1;
-    PROF_BEGIN(w);
-#pragma omp parallel for schedule(static) if (team)
-    for (int it = 0; it < items; it++) {
-        const int tid = TID(team, wid);
+    const int items = p->n_chunks * p->n_pieces;
+    for (int it = team ? tid : 0; it < items; it += nt) {
         run_item(w, p, it, tid, team, src, weights, bias, dst, hw);
         /* (the rest has the same chunks and no pieces; what it packs at use
          * is its tail, after this thread's own tail, in the same place) */
         if (p->rest)
             run_item(w, p->rest, it, tid, team, src_rest, p->rest->own_weights, p->rest->zero_bias, dst, hw);
     }
-    if (p->n_pieces > 1)  /* summed in piece order, whatever ran where */
-        for (int64_t i = 0; i < p->out_floats; i++) {
+}
+
+/* The items of a tap layer are its 1x1 conv's, into w->taps. */
+static const conv_plan *items_of(const conv_plan *p) { return p->tap ? p->tap : p; }
+
+/* After all items, on one thread: input pieces summed in piece order, then a
+ * tap layer's shifted sums. */
+static void conv_finish(worker *w, const conv_plan *p, const float *bias, float *dst) {
+    const conv_plan *c = items_of(p);
+    float *out = p->tap ? w->taps : dst;
+    if (c->n_pieces > 1)
+        for (int64_t i = 0; i < c->out_floats; i++) {
             float acc = w->pieces[i];
-            for (int q = 1; q < p->n_pieces; q++) acc += w->pieces[q * p->out_floats + i];
-            dst[i] = acc;
+            for (int q = 1; q < c->n_pieces; q++) acc += w->pieces[q * c->out_floats + i];
+            out[i] = acc;
         }
-    PROF_END(w, p->label);
+    if (p->tap) {
+        PROF_BEGIN(w);
+        sum_taps(w->taps, bias, dst, p->cout, p->h, p->w, p->block);
+        PROF_END(w, p->label);
+    }
+}
+
+/* Arguments of a conv's items: a tap layer's go to its 1x1 conv. */
+#define ITEM_ARGS(p, weights, bias, dst) \
+    (p)->tap ? (p)->tap_weights : (weights), (p)->tap ? (p)->zero_bias : (bias), (p)->tap ? w->taps : (dst)
+
+/* dst = conv(src); with par, the items go to a thread team. */
+static void run_conv(worker *w, int wid, int par, const conv_plan *p, const float *src, const float *src_rest,
+                     const float *weights, const float *bias, float *dst, int64_t hw) {
+    const conv_plan *c = items_of(p);
+    const int team = par && c->n_chunks * c->n_pieces > 1;
+    {
+        PROF_BEGIN(w);
+#pragma omp parallel if (team)
+        {
+            const int tid = team ? omp_get_thread_num() : wid, nt = team ? omp_get_num_threads() : 1;
+            conv_items(w, c, tid, nt, team, src, src_rest, ITEM_ARGS(p, weights, bias, dst), hw);
+        }
+        PROF_END(w, c->label);
+    }
+    conv_finish(w, p, bias, dst);
 }
 
 /* [ceil(C/B)][hw][B] -> [C][hw] */
@@ -890,7 +914,7 @@ static void block(const float *src, float *dst, int C, int64_t hw, int B) {
 static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const gt_op *op, const op_state *st,
                          const float *xa) {
     const int64_t hw = (int64_t)st->H * st->W;
-    const conv_plan *c0 = &st->conv[0];
+    const conv_plan *c0 = &st->conv[0], *c1 = &st->conv[1], *c2 = &st->conv[2];
     const float *xplain = xa;
     if (st->blocked_in) {  /* the whole blocks (all channels, but for a split layer's rest) */
         PROF_BEGIN(w);
@@ -899,19 +923,49 @@ static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const g
         PROF_END(w, PROF_LAYOUT);
     }
     /* a split layer's rest: the channels after the whole blocks, plain (see plan_split) */
-    run_conv(w, wid, par, c0, xa, c0->rest ? xplain + (int64_t)c0->cin * hw : NULL, op->t[0]->data, op->t[1]->data,
-             w->h1, hw);
-    if (op->t[2]) s->k->edge_bias(w->h1, op->t[2]->data, st->conv[0].cout, st->H, st->W, 1);
-    run_conv(w, wid, par, &st->conv[1], w->h1, NULL, op->t[3]->data, op->t[4]->data, w->h2, hw);
-    if (st->blocked) {
-        run_conv(w, wid, par, &st->conv[2], w->h2, NULL, op->t[5]->data, op->t[6]->data, w->hblk, hw);
-        PROF_BEGIN(w);
-        unblock(w->hblk, w->hout, st->conv[2].cout, hw, s->block);
-        PROF_END(w, PROF_LAYOUT);
+    const float *xrest = c0->rest ? xplain + (int64_t)c0->cin * hw : NULL;
+    float *out = st->blocked ? w->hblk : w->hout;
+    if (par && !op->t[2] && !c0->tap && !c1->tap && c0->n_pieces == 1 && c1->n_pieces == 1) {
+        /* One image among the threads: the three layers in one parallel
+         * region, a barrier between them, so that the threads are not put
+         * to sleep and woken at each layer. */
+        double t0 = 0, t1 = 0;
+#pragma omp parallel num_threads(s->threads)
+        {
+            const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+            const int timing = tid == 0 && w->prof;
+            if (timing) t0 = omp_get_wtime();
+            conv_items(w, c0, tid, nt, 1, xa, xrest, op->t[0]->data, op->t[1]->data, w->h1, hw);
+#pragma omp barrier
+            if (timing) {
+                t1 = omp_get_wtime();
+                w->prof[c0->label] += t1 - t0;
+                t0 = t1;
+            }
+            conv_items(w, c1, tid, nt, 1, w->h1, NULL, op->t[3]->data, op->t[4]->data, w->h2, hw);
+#pragma omp barrier
+            if (timing) {
+                t1 = omp_get_wtime();
+                w->prof[c1->label] += t1 - t0;
+                t0 = t1;
+            }
+            conv_items(w, items_of(c2), tid, nt, 1, w->h2, NULL, ITEM_ARGS(c2, op->t[5]->data, op->t[6]->data, out),
+                       hw);
+        }
+        if (w->prof) w->prof[items_of(c2)->label] += omp_get_wtime() - t0;
+        conv_finish(w, c2, op->t[6]->data, out);
     } else {
-        run_conv(w, wid, par, &st->conv[2], w->h2, NULL, op->t[5]->data, op->t[6]->data, w->hout, hw);
+        run_conv(w, wid, par, c0, xa, xrest, op->t[0]->data, op->t[1]->data, w->h1, hw);
+        if (op->t[2]) s->k->edge_bias(w->h1, op->t[2]->data, c0->cout, st->H, st->W, 1);
+        run_conv(w, wid, par, c1, w->h1, NULL, op->t[3]->data, op->t[4]->data, w->h2, hw);
+        run_conv(w, wid, par, c2, w->h2, NULL, op->t[5]->data, op->t[6]->data, out, hw);
     }
-    if (op->t[7]) s->k->edge_bias(w->hout, op->t[7]->data, st->conv[2].cout, st->H, st->W, 0);
+    if (st->blocked) {
+        PROF_BEGIN(w);
+        unblock(w->hblk, w->hout, c2->cout, hw, s->block);
+        PROF_END(w, PROF_LAYOUT);
+    }
+    if (op->t[7]) s->k->edge_bias(w->hout, op->t[7]->data, c2->cout, st->H, st->W, 0);
 }
 
 /* The split prior's mean / log_sd from z1 into w->hout. */
