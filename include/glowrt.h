@@ -86,7 +86,8 @@ double glowrt_flops(const glowrt_model *model, int height, int width);
 /* bits per dimension of the discrete image from log_p at dimension D. */
 double glowrt_bpd(double log_p, int64_t dim, int n_bits);
 
-/* Name of the kernel set in use ("ref", "avx2", "neon"). */
+/* Name of the kernel set in use ("ref", "avx2", "neon"), or, when none can
+ * run (a GLOWRT_ISA this CPU or build lacks), why. */
 const char *glowrt_isa(void);
 
 #ifdef __cplusplus

@@ -495,5 +495,6 @@ void glowrt_model_describe(const glowrt_model *m, int h, int w, void *file) {
     }
     fprintf(f, "parameters %lld (%.1f MB)\n", (long long)m->n_params, (double)m->n_params * 4 / 1e6);
     fprintf(f, "work       %.3f GFLOP per image per direction (2 FLOP per multiply-add)\n", glowrt_flops(m, h, w) / 1e9);
-    fprintf(f, "kernels    %s (flow ops); %s\n", glowrt_isa(), conv_describe());
+    const char *isa = glowrt_isa();  /* a name, or why no kernel set can run */
+    fprintf(f, strchr(isa, ' ') ? "kernels    none: %s; %s\n" : "kernels    %s (flow ops); %s\n", isa, conv_describe());
 }

@@ -158,7 +158,7 @@ static void pick_kernels(void) { g_kernels = kernels_select(&g_kernels_err); }
 
 const char *glowrt_isa(void) {
     pthread_once(&g_kernels_once, pick_kernels);
-    return g_kernels ? g_kernels->name : "none";
+    return g_kernels ? g_kernels->name : g_kernels_err ? g_kernels_err : "none";
 }
 
 double glowrt_bpd(double log_p, int64_t dim, int n_bits) {
