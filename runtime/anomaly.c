@@ -184,8 +184,8 @@ static int get_number(const char *text, const char *key, double *v) {
 
 int ood_stats_read(const char *path, ood_stats *s, char *err, size_t errlen) {
     memset(s, 0, sizeof *s);
-    FILE *f = fopen(path, "rb");
-    if (!f) return io_error(err, errlen, path, "cannot open: %s", strerror(errno));
+    FILE *f = io_open_file(path, NULL, err, errlen);
+    if (!f) return -1;
     char buf[65536];
     size_t len = fread(buf, 1, sizeof buf - 1, f);
     int big = !feof(f);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "io.h"
@@ -32,9 +33,14 @@ static const char *gz_problem(gzFile f) {
 }
 
 static int open_header(const char *path, gzFile *out, int64_t *n, int64_t *h, int64_t *w, char *err, size_t errlen) {
+    const int fd = io_open_fd(path, NULL, err, errlen);
+    if (fd < 0) return -1;
     errno = 0;
-    gzFile f = gzopen(path, "rb");
-    if (!f) return io_error(err, errlen, path, "cannot open: %s", errno ? strerror(errno) : "out of memory");
+    gzFile f = gzdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return io_error(err, errlen, path, "cannot open: %s", errno ? strerror(errno) : "out of memory");
+    }
     unsigned char hd[16];
     int64_t got = read_some(f, hd, 16);
     if (got < 0) {
@@ -75,8 +81,14 @@ static int open_header(const char *path, gzFile *out, int64_t *n, int64_t *h, in
 }
 
 int io_is_idx(const char *path) {
-    gzFile f = gzopen(path, "rb");
-    if (!f) return 0;
+    char err[16];
+    const int fd = io_open_fd(path, NULL, err, sizeof err);
+    if (fd < 0) return 0;
+    gzFile f = gzdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return 0;
+    }
     unsigned char m[4];
     int yes = read_some(f, m, 4) == 4 && m[0] == 0 && m[1] == 0 && m[2] == 8 && m[3] == 3;
     gzclose(f);

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -153,31 +154,39 @@ static void model_to_pixels(const float *x, int64_t c, int64_t h, int64_t w,
 /* files                                                                     */
 
 /* open a regular file for reading; *size = its size */
-static FILE *open_regular(const char *path, int64_t *size, char *err, size_t errlen)
+int io_open_fd(const char *path, int64_t *size, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
+    /* O_NONBLOCK: opening a fifo must not wait for a writer (it is refused below) */
+    const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return io_error(err, errlen, path, "cannot open: %s", strerror(errno)), -1;
+    struct stat st;
+    const char *why = fstat(fd, &st) != 0 ? strerror(errno)
+                      : S_ISDIR(st.st_mode) ? "is a directory, not a file"
+                      : !S_ISREG(st.st_mode) ? "not a regular file" : NULL;
+    if (why) {
+        close(fd);
+        return io_error(err, errlen, path, "%s", why), -1;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    if (size) *size = (int64_t)st.st_size;
+    return fd;
+}
+
+FILE *io_open_file(const char *path, int64_t *size, char *err, size_t errlen)
+{
+    const int fd = io_open_fd(path, size, err, errlen);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
         io_error(err, errlen, path, "cannot open: %s", strerror(errno));
-        return NULL;
+        close(fd);
     }
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0) {
-        io_error(err, errlen, path, "cannot stat: %s", strerror(errno));
-        fclose(f);
-        return NULL;
-    }
-    if (S_ISDIR(st.st_mode)) {
-        io_error(err, errlen, path, "is a directory, not a file");
-        fclose(f);
-        return NULL;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        io_error(err, errlen, path, "not a regular file");
-        fclose(f);
-        return NULL;
-    }
-    *size = (int64_t)st.st_size;
     return f;
+}
+
+static FILE *open_regular(const char *path, int64_t *size, char *err, size_t errlen)
+{
+    return io_open_file(path, size, err, errlen);
 }
 
 static int read_exact(FILE *f, void *buf, size_t n)
@@ -187,8 +196,11 @@ static int read_exact(FILE *f, void *buf, size_t n)
 
 int io_not_regular(const char *path)
 {
-    struct stat st;
-    return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+    struct stat st, lst;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) return 1;
+    /* a link (/dev/stdout -> /proc/self/fd/1, which may be a redirected
+     * file) is written through, never renamed over */
+    return lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode);
 }
 
 /* atomic writer: <path>.tmp, fsync, rename; straight into path (tmp NULL)

@@ -38,6 +38,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -114,9 +115,17 @@ void io_free_list(char **paths, size_t count);
 int io_is_idx(const char *path);
 
 /* 1 when path exists and is not a regular file (a device, a pipe, a
- * terminal, /dev/stdout): outputs there are written directly, never through
- * a temporary file renamed over it (which would replace the node). */
+ * terminal), or is a symbolic link (/dev/stdout): outputs there are written
+ * directly, never through a temporary file renamed over it (which would
+ * replace the node or the link). */
 int io_not_regular(const char *path);
+
+/* Opens path for reading if it is a regular file; a fifo, a device or a
+ * directory is refused without blocking. io_open_fd: a descriptor, or -1
+ * with err set; io_open_file: a FILE, or NULL. *size: the file's size
+ * (size may be NULL). */
+int io_open_fd(const char *path, int64_t *size, char *err, size_t errlen);
+FILE *io_open_file(const char *path, int64_t *size, char *err, size_t errlen);
 /* Reads only the header: *n, *h, *w. */
 int io_read_idx_header(const char *path, int64_t *n, int64_t *h, int64_t *w,
                        char *err, size_t errlen);

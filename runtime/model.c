@@ -326,7 +326,7 @@ int glowrt_model_load(const char *path, glowrt_model **out, char *err) {
     glowrt_model *m = calloc(1, sizeof *m);
     if (!m) return fail(err, path, "out of memory");
     snprintf(m->path, sizeof m->path, "%s", path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);  /* a fifo is refused below, not waited on */
     if (fd < 0) {
         fail(err, path, "cannot open: %s", strerror(errno));
         free(m);

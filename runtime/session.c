@@ -143,6 +143,25 @@ static void *arena_alloc(glowrt_session *s, size_t n) {
     return p;
 }
 
+/* Where the arena stands, and a return there (what was cut since is reused). */
+typedef struct {
+    arena_block *block;
+    size_t used;
+} arena_mark;
+
+static arena_mark arena_here(const glowrt_session *s) {
+    return (arena_mark){s->arena, s->arena ? s->arena->used : 0};
+}
+
+static void arena_back(glowrt_session *s, arena_mark m) {
+    while (s->arena && s->arena != m.block) {
+        arena_block *next = s->arena->next;
+        munmap(s->arena, s->arena->size);
+        s->arena = next;
+    }
+    if (s->arena) s->arena->used = m.used;
+}
+
 static void arena_free(glowrt_session *s) {
     while (s->arena) {
         arena_block *next = s->arena->next;
@@ -462,6 +481,10 @@ static int plan_split(glowrt_session *s, conv_plan *p, const float *weights, int
         memcpy(wr + (size_t)o * rest * kk, weights + ((size_t)o * cin + whole) * kk, sizeof(float) * rest * kk);
     }
     if (!rc) rc = plan_conv(s, p, ww, whole, cout, h, w, 3, 0, 1, 1, 0, err);
+    if (!rc && (p->tap || p->n_pieces > 1)) {  /* the caller rules these out */
+        snprintf(err, GLOWRT_ERR_LEN, "internal: a split layer planned as taps or input pieces");
+        rc = 1;
+    }
     if (!rc) {
         p->rest = pr;  /* plan_free frees it from here on */
         rc = plan_conv(s, pr, wr, rest, cout, h, w, 3, relu, 0, 1, 1, err);
@@ -632,13 +655,17 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
              * output are plain. With a first-layer edge table (openai) the
              * ReLU must wait for the border, so that case stays plain. */
             int blk = s->block && !op->t[2] && CONV_CHUNK % s->block == 0;
+            const arena_mark mark = arena_here(s);
             for (;;) {
                 st->blocked = blk;
                 /* A narrow input stays plain (oneDNN has direct kernels for
                  * that); a wider one is blocked, its channels padded. */
                 const int in_blk = blk && C / 2 >= s->block;
                 st->blocked_in = in_blk;
-                const int split = in_blk && (C / 2) % s->block && !getenv("GLOWRT_NO_SPLIT");
+                /* (not where the whole blocks' conv, without a ReLU, would itself
+                 * become taps or input pieces: wide inputs to a narrow width) */
+                const int split = in_blk && (C / 2) % s->block && !getenv("GLOWRT_NO_SPLIT") &&
+                                  !(hid <= CONV_CHUNK && (C / 2) / s->block * s->block >= TAP_MIN_CIN);
                 if ((split ? plan_split(s, &st->conv[0], op->t[0]->data, C / 2, hid, H, W, op->t[2] == NULL, err)
                            : plan_conv(s, &st->conv[0], op->t[0]->data, C / 2, hid, H, W, 3, op->t[2] == NULL, in_blk,
                                        blk, 0, err)) ||
@@ -648,6 +675,7 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
                 if (!blk || !(plan_is_slow(&st->conv[0]) || plan_is_slow(&st->conv[1]) || plan_is_slow(&st->conv[2])))
                     break;
                 for (int j = 0; j < 3; j++) plan_free(&st->conv[j]);
+                arena_back(s, mark);  /* the blocked plans' packed weights */
                 blk = 0;
             }
             for (int j = 0; j < 3; j++)

@@ -275,6 +275,15 @@ def test_errors(glowrt, tmp):
             os.mkfifo(fifo)
         check("%s -o a named pipe writes into it and leaves it a pipe" % cmd[0],
               rf.returncode == 0 and len(got) > 0 and still_fifo and not os.path.exists(fifo + ".tmp"), rf.stderr)
+    # -o a link (like /dev/stdout -> /proc/self/fd/1) with stdout redirected to a file:
+    # the rows reach the file through the link, which stays a link
+    link = os.path.join(tmp, "stdout-link")
+    os.symlink("/proc/self/fd/1", link)
+    redirected = os.path.join(tmp, "redirected.csv")
+    with open(redirected, "w") as out:
+        rl = subprocess.run([glowrt, "score", model, xin, "-o", link], stdout=out, stderr=subprocess.PIPE, text=True)
+    check("score -o a link to stdout writes through it and leaves the link",
+          rl.returncode == 0 and open(redirected).read().count("\n") == 3 and os.path.islink(link), rl.stderr)
     z = os.path.join(tmp, "z.npy")
     np.save(z, np.zeros((2, 100), np.float32))
     expect_error("latents of the wrong length", [glowrt, "decode", model, z, "-o", os.path.join(tmp, "d.npy")], z)

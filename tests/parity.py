@@ -36,7 +36,7 @@ import export  # noqa: E402
 from glow import random_model  # noqa: E402
 
 # (in_channels, n_block, n_flow, affine, lu, hidden, H, W, n_images, --batch, --threads)
-# Covers every value of every factor: C {1,3,4}, L {1,2,3,4}, K {1,2,3,5}, affine/additive,
+# Covers every value of every factor: C {1,3,4,133}, L {1,2,3,4}, K {1,2,3,5}, affine/additive,
 # LU/plain, hidden {32,100,512,520}, sizes {8,16,32,16x8,16x4}, batch {1,3,16}.
 CASES = [
     (1, 1, 1, True, True, 32, 8, 8, 1, 1, 1),
@@ -52,6 +52,7 @@ CASES = [
     (1, 2, 2, True, False, 32, 16, 8, 7, 3, 2),       # non-square, plain
     (3, 2, 1, True, True, 512, 16, 4, 3, 3, 2),       # taps at 8x2 and 4x1 (1-pixel-wide levels), tails packed at use
     (4, 2, 2, True, True, 100, 16, 16, 3, 3, 2),      # width 100: every layer pads; C=4
+    (133, 1, 1, True, True, 32, 4, 4, 2, 2, 2),       # 266 input channels to a width of 32: no split first layer
 ]
 # One image split among 2 threads (>= 0.5 GFLOP): skipped with --small (emulated runs).
 CASES_LARGE = [

@@ -626,13 +626,18 @@ Test(list, order_and_filter, .init = setup, .fini = teardown)
     const char *names[] = {"b.PNG", "a.jpg", "10.npy", "2.npy", "c.txt", ".hidden.png", "z.JpEg", "noext"};
     for (size_t i = 0; i < sizeof names / sizeof *names; ++i) write_bytes(tp(names[i]), "x", 1);
     cr_assert_eq(mkdir(tp("d.png"), 0777), 0);   /* a directory with an image name is skipped */
-    /* a dangling link is listed (it then fails with a reason, not silently) */
+    /* a dangling link and a fifo are listed (they then fail with a reason,
+     * not silently, and the fifo without waiting for a writer) */
     cr_assert_eq(symlink("nowhere", tp("e.png")), 0);
+    cr_assert_eq(mkfifo(tp("f.png"), 0600), 0);
     char err[512], **list;
     size_t cnt;
     cr_assert_eq(io_list_inputs(tmpdir, &list, &cnt, err, sizeof err), 0, "%s", err);
-    const char *want[] = {"10.npy", "2.npy", "a.jpg", "b.PNG", "e.png", "z.JpEg"};
-    cr_assert_eq(cnt, 6);
+    const char *want[] = {"10.npy", "2.npy", "a.jpg", "b.PNG", "e.png", "f.png", "z.JpEg"};
+    cr_assert_eq(cnt, 7);
+    io_images fim;
+    cr_assert_neq(io_read_input(tp("f.png"), 8, 1, &fim, err, sizeof err), 0);
+    cr_assert_not_null(strstr(err, "not a regular file"), "%s", err);
     for (size_t i = 0; i < cnt; ++i) cr_assert_str_eq(list[i], tp(want[i]));
     io_free_list(list, cnt);
     /* trailing slash: no double slash */

@@ -88,8 +88,9 @@ typedef struct {
 } eval_opts;
 
 static void read_csv(const char *path, const eval_opts *eo, vec *out) {
-    FILE *f = fopen(path, "r");
-    if (!f) die("%s: cannot open: %s", path, strerror(errno));
+    char e[GLOWRT_ERR_LEN + 64];
+    FILE *f = io_open_file(path, NULL, e, sizeof e);
+    if (!f) die("%s", e);
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;

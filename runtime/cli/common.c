@@ -102,7 +102,8 @@ glowrt_session *make_session(const glowrt_model *m, const common_opts *o, int h,
 /* Calls fn(images, path, is_array) for every input file named by args, in order. */
 
 static int is_npy(const char *path) {
-    FILE *f = fopen(path, "rb");
+    char e[16];
+    FILE *f = io_open_file(path, NULL, e, sizeof e);  /* never waits on a fifo */
     unsigned char magic[6] = {0};
     int yes = f && fread(magic, 1, 6, f) == 6 && !memcmp(magic, "\x93NUMPY", 6);
     if (f) fclose(f);

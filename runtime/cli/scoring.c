@@ -287,7 +287,8 @@ static void run_batch(run_state *st, const source *src, const int64_t *idx, int 
 }
 
 static int kind_of(const char *path) {  /* 2 idx, 1 npy, 0 other */
-    FILE *f = fopen(path, "rb");
+    char e[16];
+    FILE *f = io_open_file(path, NULL, e, sizeof e);  /* never waits on a fifo */
     unsigned char m[6] = {0};
     int npy = f && fread(m, 1, 6, f) == 6 && !memcmp(m, "\x93NUMPY", 6);
     if (f) fclose(f);
@@ -372,7 +373,8 @@ static int64_t count_items(const char *path) {
         return io_read_idx_header(path, &n, &h, &w, NULL, 0) ? 1 : n;
     }
     if (kind == 1) {
-        FILE *f = fopen(path, "rb");
+        char e[16];
+        FILE *f = io_open_file(path, NULL, e, sizeof e);
         char head[1024] = {0};
         size_t len = f ? fread(head, 1, sizeof head - 1, f) : 0;
         if (f) fclose(f);
