@@ -55,7 +55,7 @@ static const char *SCORE_HELP =
     "  --no-progress    no progress bar (it is drawn on stderr only when stderr is\n"
     "                   a terminal and the rows do not go to a terminal)\n"
     "  -o FILE          write FILE.tmp as it goes, renamed to FILE at the end (a\n"
-    "                   device or pipe such as /dev/stdout is written directly)\n"
+    "                   device, pipe or link such as /dev/stdout is written directly)\n"
     "\n"
     "Exit codes: 0 every input scored; 3 some inputs failed (their rows carry the\n"
     "error); 2 a bad model or option (nothing written), or every input failed;\n"
