@@ -51,12 +51,12 @@ typedef struct conv_plan {
     size_t packed_stride;  /* bytes between chunks of packed weights */
     size_t packed_total;
     struct conv_plan *tap; /* a narrow 3x3 layer run as a 1x1 conv to its 9 taps (see plan_taps) */
-    float *tap_weights;    /* that 1x1 conv's weights [9*cout][cin], when packed at each use */
-    size_t tap_bytes;      /* their size (mapped: see map_floats) */
     int h, w, block;       /* a tap plan's image size and channel block */
     int accumulate;        /* dst += conv (before the ReLU) */
     struct conv_plan *rest; /* a first layer split at its last whole block (see plan_split) */
-    float *own_weights;    /* this plan's own copy of its plain weights, when packed at each use */
+    float *own_weights;    /* this plan's own copy of its plain weights (a tap plan's
+                            * [9*cout][cin], a split layer's parts), when packed at
+                            * each use; mapped (see map_floats) */
     size_t own_bytes;
 } conv_plan;
 
@@ -272,7 +272,6 @@ static void plan_free(conv_plan *p) {
         plan_free(p->rest);
         free(p->rest);
     }
-    if (p->tap_weights) munmap(p->tap_weights, p->tap_bytes);
     if (p->own_weights) munmap(p->own_weights, p->own_bytes);
     free(p->zero_bias);
     memset(p, 0, sizeof *p);
@@ -286,6 +285,23 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
 static const float *chunk_src(const conv_plan *p, const float *weights, int j) {
     if (p->tail_src && j == p->n_chunks - 1) return p->tail_src;
     return weights + (int64_t)j * CONV_CHUNK * p->cin * p->k * p->k;
+}
+
+/* Creates the packing primitives of the chunks from j0 on, those packed at
+ * each use, now rather than in a parallel region: packs zero weights (with a
+ * pad buffer of their own) into a buffer that is thrown away. */
+static int probe_packing(const conv_plan *p, int j0, size_t pad_floats, char *err) {
+    const size_t w_floats = (size_t)p->cout * (size_t)p->cin * (size_t)(p->k * p->k);
+    float *probe = calloc(w_floats + pad_floats, sizeof(float));
+    char *dst = NULL;
+    int rc = !probe || posix_memalign((void **)&dst, 64, p->packed_stride + 64);  /* one item at a time */
+    if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+    for (int j = j0; j < p->n_chunks && !rc; j++)
+        for (int q = 0; q < p->n_pieces && !rc; q++)
+            rc = pack_chunk(p, j, q, chunk_src(p, probe, j), dst, probe + w_floats, err);
+    free(probe);
+    free(dst);
+    return rc;
 }
 
 /* A narrow 3x3 layer over many channels (a coupling network's last layer,
@@ -305,6 +321,17 @@ static const float *chunk_src(const conv_plan *p, const float *weights, int j) {
 static float *map_floats(size_t n) {
     void *p = mmap(NULL, n * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+
+/* A copy of plain weights made for plan p stays with it only where they are
+ * packed at each use (p NULL: the planning failed); otherwise it goes. */
+static void keep_own(conv_plan *p, float *copy, size_t bytes) {
+    if (p && p->pack_on_use) {
+        p->own_weights = copy;
+        p->own_bytes = bytes;
+    } else if (copy) {
+        munmap(copy, bytes);
+    }
 }
 
 static int plan_taps(glowrt_session *s, conv_plan *p, const float *weights, int cin, int cout, int h, int w,
@@ -333,16 +360,9 @@ static int plan_taps(glowrt_session *s, conv_plan *p, const float *weights, int 
         for (int ci = 0; ci < cin; ci++)
             for (int t = 0; t < 9; t++)
                 wt[((int64_t)t * cout + c) * cin + ci] = weights[((int64_t)c * cin + ci) * 9 + t];
-    if (plan_conv(s, p->tap, wt, cin, nt, h, w, 1, 0, 1, 1, 0, err)) {
-        munmap(wt, wt_bytes);
-        return 1;
-    }
-    if (p->tap->pack_on_use) {  /* packed at each use, like any padded weights */
-        p->tap_weights = wt;
-        p->tap_bytes = wt_bytes;
-    } else {
-        munmap(wt, wt_bytes);
-    }
+    const int rc = plan_conv(s, p->tap, wt, cin, nt, h, w, 1, 0, 1, 1, 0, err);
+    keep_own(rc ? NULL : p->tap, wt, wt_bytes);
+    if (rc) return 1;
     const int64_t need = round_up(nt, s->block) * h * w;
     if (need > s->taps_size) s->taps_size = need;
     return 0;
@@ -417,32 +437,11 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
             return 1;
         }
         memcpy(p->tail_src, weights + (int64_t)(cout / CONV_CHUNK) * CONV_CHUNK * cin * ksz * ksz, sizeof(float) * t_floats);
-        float *probe = calloc(pad_floats + 1, sizeof(float));
-        char *dst = NULL;
-        int rc = !probe || posix_memalign((void **)&dst, 64, tail + 64);
-        if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
-        else rc = pack_chunk(p, p->n_chunks - 1, 0, p->tail_src, dst, probe, err);
-        free(probe);
-        free(dst);
-        if (rc) return rc;
+        if (probe_packing(p, p->n_chunks - 1, pad_floats, err)) return 1;
     }
     if (p->pack_on_use) {
         if (p->packed_total > s->pack_size) s->pack_size = p->packed_total;
-        /* Creates the chunks' packing primitives now, not in a parallel region. */
-        /* Zero weights, then a pad buffer of their own: the probe only
-         * makes the packing primitives, its output is thrown away. */
-        const size_t w_floats = (size_t)cout * (size_t)cin * (size_t)(ksz * ksz);
-        float *probe = calloc(w_floats + pad_floats, sizeof(float));
-        char *dst = NULL;
-        int rc = !probe || posix_memalign((void **)&dst, 64, p->packed_total + 64);
-        if (rc) snprintf(err, GLOWRT_ERR_LEN, "out of memory");
-        for (int j = 0; j < p->n_chunks && !rc; j++)
-            for (int q = 0; q < p->n_pieces && !rc; q++)
-                rc = pack_chunk(p, j, q, chunk_src(p, probe, j), dst + (size_t)(j * p->n_pieces + q) * p->packed_stride,
-                                probe + w_floats, err);
-        free(probe);
-        free(dst);
-        return rc;
+        return probe_packing(p, 0, pad_floats, err);
     }
     if (!(p->packed = arena_alloc(s, p->packed_total + 64))) {
         snprintf(err, GLOWRT_ERR_LEN, "out of memory");
@@ -495,19 +494,8 @@ static int plan_split(glowrt_session *s, conv_plan *p, const float *weights, int
     } else {
         free(pr);
     }
-    /* The copies stay only where the packing happens at each use. */
-    if (!rc && p->pack_on_use) {
-        p->own_weights = ww;
-        p->own_bytes = w_bytes;
-    } else if (ww) {
-        munmap(ww, w_bytes);
-    }
-    if (!rc && pr->pack_on_use) {
-        pr->own_weights = wr;
-        pr->own_bytes = r_bytes;
-    } else if (wr) {
-        munmap(wr, r_bytes);
-    }
+    keep_own(rc ? NULL : p, ww, w_bytes);
+    keep_own(rc ? NULL : pr, wr, r_bytes);
     if (rc) return 1;
     char label[80];
     snprintf(label, sizeof label, "conv 3x3 %4d -> %-4d at %dx%d, blocked %d + plain %d", cin, cout, h, w, whole, rest);
@@ -894,9 +882,10 @@ static void conv_finish(worker *w, const conv_plan *p, const float *bias, float 
     }
 }
 
-/* Arguments of a conv's items: a tap layer's go to its 1x1 conv. */
+/* Arguments of a conv's items: a tap layer's go to its 1x1 conv, whose
+ * weights are packed or its own copy (own_weights). */
 #define ITEM_ARGS(p, weights, bias, dst) \
-    (p)->tap ? (p)->tap_weights : (weights), (p)->tap ? (p)->zero_bias : (bias), (p)->tap ? w->taps : (dst)
+    (p)->tap ? NULL : (weights), (p)->tap ? (p)->zero_bias : (bias), (p)->tap ? w->taps : (dst)
 
 /* dst = conv(src); with par, the items go to a thread team. */
 static void run_conv(worker *w, int wid, int par, const conv_plan *p, const float *src, const float *src_rest,
