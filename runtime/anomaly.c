@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "io.h"
 
@@ -129,12 +128,9 @@ static void put_json_str(FILE *f, const char *s) {
 }
 
 int ood_stats_write(const char *path, const ood_stats *s, const char *model, char *err, size_t errlen) {
-    char tmp[4096];
-    const int direct = io_not_regular(path);  /* a device or pipe: no temporary file renamed over it */
-    if (snprintf(tmp, sizeof tmp, "%s%s", path, direct ? "" : ".tmp") >= (int)sizeof tmp)
-        return io_error(err, errlen, path, "path too long");
-    FILE *f = fopen(tmp, "w");
-    if (!f) return io_error(err, errlen, tmp, "cannot write: %s", strerror(errno));
+    io_afile a;
+    if (io_afile_open(&a, path, err, errlen)) return -1;
+    FILE *f = a.f;
     fputs("{\n  \"score\": ", f);
     put_json_str(f, s->score);
     fprintf(f, ",\n  \"threshold\": %.17g,\n  \"fpr\": %.17g,\n  \"n\": %lld,\n", s->threshold, s->fpr, (long long)s->n);
@@ -142,21 +138,7 @@ int ood_stats_write(const char *path, const ood_stats *s, const char *model, cha
             s->train_std_bpd);
     put_json_str(f, model ? model : "");
     fputs("\n}\n", f);
-    if (direct) {
-        const int bad = fflush(f) != 0 || ferror(f);
-        const int e = errno;
-        if ((fclose(f) != 0) | bad) return io_error(err, errlen, path, "write failed: %s", strerror(bad ? e : errno));
-        return 0;
-    }
-    if (fflush(f) || fsync(fileno(f)) || fclose(f)) {
-        unlink(tmp);
-        return io_error(err, errlen, tmp, "write failed: %s", strerror(errno));
-    }
-    if (rename(tmp, path)) {
-        unlink(tmp);
-        return io_error(err, errlen, path, "cannot rename: %s", strerror(errno));
-    }
-    return 0;
+    return io_afile_commit(&a, path, err, errlen);
 }
 
 /* The value after "key": in a flat JSON object, or NULL. */

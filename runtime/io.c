@@ -184,10 +184,6 @@ FILE *io_open_file(const char *path, int64_t *size, char *err, size_t errlen)
     return f;
 }
 
-static FILE *open_regular(const char *path, int64_t *size, char *err, size_t errlen)
-{
-    return io_open_file(path, size, err, errlen);
-}
 
 static int read_exact(FILE *f, void *buf, size_t n)
 {
@@ -203,14 +199,7 @@ int io_not_regular(const char *path)
     return lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode);
 }
 
-/* atomic writer: <path>.tmp, fsync, rename; straight into path (tmp NULL)
- * when it is a device, pipe or terminal (io_not_regular) */
-typedef struct {
-    FILE *f;
-    char *tmp;
-} afile;
-
-static int af_open(afile *a, const char *path, char *err, size_t errlen)
+int io_afile_open(io_afile *a, const char *path, char *err, size_t errlen)
 {
     size_t n = strlen(path);
     a->f = NULL;
@@ -234,7 +223,7 @@ static int af_open(afile *a, const char *path, char *err, size_t errlen)
     return 0;
 }
 
-static void af_abort(afile *a)
+void io_afile_abort(io_afile *a)
 {
     if (a->f) fclose(a->f);
     if (a->tmp) {
@@ -245,7 +234,7 @@ static void af_abort(afile *a)
     a->tmp = NULL;
 }
 
-static int af_commit(afile *a, const char *path, char *err, size_t errlen)
+int io_afile_commit(io_afile *a, const char *path, char *err, size_t errlen)
 {
     int bad = fflush(a->f) != 0 || ferror(a->f);
     int e = errno;
@@ -259,19 +248,19 @@ static int af_commit(afile *a, const char *path, char *err, size_t errlen)
     }
     if (!bad && fsync(fileno(a->f)) != 0) { bad = 1; e = errno; }
     if (bad) {
-        af_abort(a);
+        io_afile_abort(a);
         return io_error(err, errlen, path, "write failed: %s", strerror(e));
     }
     FILE *f = a->f;
     a->f = NULL;
     if (fclose(f) != 0) {
         e = errno;
-        af_abort(a);
+        io_afile_abort(a);
         return io_error(err, errlen, path, "write failed: %s", strerror(e));
     }
     if (rename(a->tmp, path) != 0) {
         e = errno;
-        af_abort(a);
+        io_afile_abort(a);
         return io_error(err, errlen, path, "cannot rename temporary file: %s", strerror(e));
     }
     free(a->tmp);
@@ -545,7 +534,7 @@ int io_read_npy_f32(const char *path, float **data, int *ndim, int64_t shape[4],
     *data = NULL;
     *ndim = 0;
     int64_t fsize;
-    FILE *f = open_regular(path, &fsize, err, errlen);
+    FILE *f = io_open_file(path, &fsize, err, errlen);
     if (!f) return -1;
     npy_info info;
     if (npy_open(path, f, fsize, &info, 0, err, errlen) != 0) {
@@ -604,15 +593,15 @@ int io_write_npy_f32(const char *path, const float *data, int ndim, const int64_
 
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xff),
                              (unsigned char)(hlen >> 8)};
-    afile a;
-    if (af_open(&a, path, err, errlen) != 0) return -1;
+    io_afile a;
+    if (io_afile_open(&a, path, err, errlen) != 0) return -1;
     if (fwrite(pre, 1, 10, a.f) != 10 || fwrite(hdr, 1, (size_t)hlen, a.f) != (size_t)hlen ||
         (ne > 0 && fwrite(data, sizeof(float), (size_t)ne, a.f) != (size_t)ne)) {
         int e = errno;
-        af_abort(&a);
+        io_afile_abort(&a);
         return io_error(err, errlen, path, "write failed: %s", strerror(e));
     }
-    return af_commit(&a, path, err, errlen);
+    return io_afile_commit(&a, path, err, errlen);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -765,8 +754,8 @@ static int png_encode_inner(png_wjob *j)
 static int png_write_file(const char *path, const uint8_t *pix, int64_t w, int64_t h, int c, char *err,
                           size_t errlen)
 {
-    afile a;
-    if (af_open(&a, path, err, errlen) != 0) return -1;
+    io_afile a;
+    if (io_afile_open(&a, path, err, errlen) != 0) return -1;
     png_wjob j;
     memset(&j, 0, sizeof j);
     j.f = a.f;
@@ -780,16 +769,16 @@ static int png_write_file(const char *path, const uint8_t *pix, int64_t w, int64
     if (j.png) j.info = png_create_info_struct(j.png);
     if (!j.png || !j.info) {
         png_destroy_write_struct(&j.png, &j.info);
-        af_abort(&a);
+        io_afile_abort(&a);
         return io_error(err, errlen, path, "cannot initialise libpng");
     }
     int rc = png_encode_inner(&j);
     png_destroy_write_struct(&j.png, &j.info);
     if (rc != 0) {
-        af_abort(&a);
+        io_afile_abort(&a);
         return io_error(err, errlen, path, "PNG write failed: %s", cx.msg[0] ? cx.msg : "unknown error");
     }
-    return af_commit(&a, path, err, errlen);
+    return io_afile_commit(&a, path, err, errlen);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -873,19 +862,19 @@ static int jpeg_write_file(const char *path, const uint8_t *pix, int64_t w, int6
         return io_error(err, errlen, path, "JPEG encoding failed: %s", m);
     }
     tjDestroy(tj);
-    afile a;
-    if (af_open(&a, path, err, errlen) != 0) {
+    io_afile a;
+    if (io_afile_open(&a, path, err, errlen) != 0) {
         tjFree(jbuf);
         return -1;
     }
     if (fwrite(jbuf, 1, jsize, a.f) != jsize) {
         int e = errno;
         tjFree(jbuf);
-        af_abort(&a);
+        io_afile_abort(&a);
         return io_error(err, errlen, path, "write failed: %s", strerror(e));
     }
     tjFree(jbuf);
-    return af_commit(&a, path, err, errlen);
+    return io_afile_commit(&a, path, err, errlen);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -894,6 +883,16 @@ static int jpeg_write_file(const char *path, const uint8_t *pix, int64_t w, int6
 static const unsigned char PNG_SIG[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 static const unsigned char JPG_SIG[3] = {0xff, 0xd8, 0xff};
 static const unsigned char NPY_SIG[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
+
+int io_is_npy(const char *path)
+{
+    char e[16];
+    FILE *f = io_open_file(path, NULL, e, sizeof e);  /* never waits on a fifo */
+    unsigned char m[6];
+    const int yes = f && fread(m, 1, 6, f) == 6 && !memcmp(m, NPY_SIG, 6);
+    if (f) fclose(f);
+    return yes;
+}
 
 /* 1 = full match, 2 = file shorter than the signature but a prefix of it */
 static int sig_match(const unsigned char *head, int64_t have, const unsigned char *sig, size_t n)
@@ -983,7 +982,7 @@ int io_read_input(const char *path, int n_bits, int model_c, io_images *out, cha
     if (model_c < 1) return io_error(err, errlen, path, "invalid model channel count %d", model_c);
 
     int64_t fsize;
-    FILE *f = open_regular(path, &fsize, err, errlen);
+    FILE *f = io_open_file(path, &fsize, err, errlen);
     if (!f) return -1;
     if (fsize == 0) {
         fclose(f);

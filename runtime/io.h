@@ -113,6 +113,8 @@ void io_free_list(char **paths, size_t count);
  * Memory grows with the bytes really read, never with what the header claims.
  * io_is_idx: 1 when the file (after gunzip) starts with the idx3 magic. */
 int io_is_idx(const char *path);
+/* 1 when the file is a regular file starting with the .npy magic. */
+int io_is_npy(const char *path);
 
 /* 1 when path exists and is not a regular file (a device, a pipe, a
  * terminal), or is a symbolic link (/dev/stdout): outputs there are written
@@ -126,6 +128,17 @@ int io_not_regular(const char *path);
  * (size may be NULL). */
 int io_open_fd(const char *path, int64_t *size, char *err, size_t errlen);
 FILE *io_open_file(const char *path, int64_t *size, char *err, size_t errlen);
+
+/* Atomic writer: open gives f, writing <path>.tmp that commit fsyncs and
+ * renames over path (abort removes it); straight into path (tmp NULL) where
+ * io_not_regular(path). Both return 0, or non-zero with err set. */
+typedef struct {
+    FILE *f;
+    char *tmp;
+} io_afile;
+int io_afile_open(io_afile *a, const char *path, char *err, size_t errlen);
+int io_afile_commit(io_afile *a, const char *path, char *err, size_t errlen);
+void io_afile_abort(io_afile *a);
 /* Reads only the header: *n, *h, *w. */
 int io_read_idx_header(const char *path, int64_t *n, int64_t *h, int64_t *w,
                        char *err, size_t errlen);

@@ -100,16 +100,6 @@ glowrt_session *make_session(const glowrt_model *m, const common_opts *o, int h,
 /* ---- inputs ------------------------------------------------------------ */
 
 /* Calls fn(images, path, is_array) for every input file named by args, in order. */
-
-static int is_npy(const char *path) {
-    char e[16];
-    FILE *f = io_open_file(path, NULL, e, sizeof e);  /* never waits on a fifo */
-    unsigned char magic[6] = {0};
-    int yes = f && fread(magic, 1, 6, f) == 6 && !memcmp(magic, "\x93NUMPY", 6);
-    if (f) fclose(f);
-    return yes;
-}
-
 void for_each_input(char **args, int n_args, int n_bits, int model_c, input_fn fn, void *ctx) {
     char err[GLOWRT_ERR_LEN];
     for (int a = 0; a < n_args; a++) {
@@ -119,7 +109,7 @@ void for_each_input(char **args, int n_args, int n_bits, int model_c, input_fn f
         for (size_t i = 0; i < count; i++) {
             io_images im;
             if (io_read_input(paths[i], n_bits, model_c, &im, err, sizeof err)) die("%s", err);
-            fn(&im, paths[i], is_npy(paths[i]), ctx);
+            fn(&im, paths[i], io_is_npy(paths[i]), ctx);
             io_images_free(&im);
         }
         io_free_list(paths, count);

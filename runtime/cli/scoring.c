@@ -287,13 +287,7 @@ static void run_batch(run_state *st, const source *src, const int64_t *idx, int 
 }
 
 static int kind_of(const char *path) {  /* 2 idx, 1 npy, 0 other */
-    char e[16];
-    FILE *f = io_open_file(path, NULL, e, sizeof e);  /* never waits on a fifo */
-    unsigned char m[6] = {0};
-    int npy = f && fread(m, 1, 6, f) == 6 && !memcmp(m, "\x93NUMPY", 6);
-    if (f) fclose(f);
-    if (npy) return 1;
-    return io_is_idx(path) ? 2 : 0;
+    return io_is_npy(path) ? 1 : io_is_idx(path) ? 2 : 0;
 }
 
 /* Scores one input file (a path from the expanded list). */
