@@ -580,14 +580,20 @@ def self_check_y0ast(path, sd, info, height, width, n=2):
     return compare_plan(g, model, info["in_channels"], height, width, n)
 
 
-def train_info(ckpt):
-    """train.* metadata from progress.json beside the checkpoint (models/train.py)."""
+def train_progress(ckpt):
+    """models/train.py's progress.json beside the checkpoint, as a dict ({} when there is none)."""
     prog = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "progress.json")
-    if not os.path.exists(prog):
-        return []
     try:
         d = json.load(open(prog))
     except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def train_info(ckpt):
+    """train.* metadata from progress.json beside the checkpoint (models/train.py)."""
+    d = train_progress(ckpt)
+    if not d:
         return []
     m = re.search(r"(\d+)\.pt$", os.path.basename(ckpt))
     if not m:
@@ -609,11 +615,8 @@ def train_info(ckpt):
 
 def trained_n_bits(ckpt):
     """n_bits from models/train.py's progress.json beside the checkpoint, or None."""
-    prog = os.path.join(os.path.dirname(os.path.abspath(ckpt)), "progress.json")
-    try:
-        v = json.load(open(prog)).get("config", {}).get("n_bits")
-    except (OSError, ValueError, AttributeError):
-        return None
+    config = train_progress(ckpt).get("config")
+    v = config.get("n_bits") if isinstance(config, dict) else None
     return v if isinstance(v, int) else None
 
 
