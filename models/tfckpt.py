@@ -12,12 +12,15 @@ checksums (masked crc32c per table block and per tensor) are verified. Every
 malformed input raises CheckpointError with one line naming the file.
 Pure Python + numpy; used by models/export.py (source `openai`).
 """
-import functools
 import os
 import re
 import struct
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from glowfile import crc32c  # noqa: E402
 
 
 class CheckpointError(Exception):
@@ -26,101 +29,6 @@ class CheckpointError(Exception):
 
 class _Bad(Exception):
     """A format violation; the caller adds the file name."""
-
-
-# ---- crc32c (Castagnoli) -------------------------------------------------------
-_POLY = 0x82F63B78
-_TABLE = []
-for _i in range(256):
-    _c = _i
-    for _ in range(8):
-        _c = (_c >> 1) ^ (_POLY if _c & 1 else 0)
-    _TABLE.append(_c)
-MIN_STEPS = 16        # the lane count is the power of two giving each lane >= this many words
-MIN_LANES = 16        # fewer lanes than this (under 1 KiB): the plain byte loop
-MAX_LANES = 1 << 14   # 16384 lanes of 4 bytes: 64 KiB per numpy step
-
-
-def _crc_loop(reg, data):
-    """The raw register (no init / final xor) updated byte by byte: the reference."""
-    t = _TABLE
-    for b in bytes(data):
-        reg = t[(reg ^ b) & 0xFF] ^ (reg >> 8)
-    return reg
-
-
-def _apply(m, x):
-    """A 32x32 GF(2) matrix (list of 32 column ints) times the 32-bit vector x."""
-    r, i = 0, 0
-    while x:
-        if x & 1:
-            r ^= m[i]
-        x >>= 1
-        i += 1
-    return r
-
-
-def _zeros_op(n):
-    """Matrix advancing a raw register over n zero bytes (by squaring)."""
-    base = [_crc_loop(1 << i, b"\0") for i in range(32)]
-    result = [1 << i for i in range(32)]
-    while n:
-        if n & 1:
-            result = [_apply(base, c) for c in result]
-        base = [_apply(base, c) for c in base]
-        n >>= 1
-    return result
-
-
-@functools.lru_cache(maxsize=None)
-def _zeros_tables(n):
-    """_zeros_op(n) as two 65536-entry tables, for a register's low and high 16 bits
-    (cached: only powers of two up to 4 * MAX_LANES are asked for)."""
-    m = _zeros_op(n)
-    lo, hi = np.zeros(65536, np.uint32), np.zeros(65536, np.uint32)
-    for b in range(16):
-        lo[1 << b:2 << b] = lo[:1 << b] ^ np.uint32(m[b])
-        hi[1 << b:2 << b] = hi[:1 << b] ^ np.uint32(m[b + 16])
-    return lo, hi
-
-
-def _advance(regs, n):
-    """Raw registers (a uint32 array) advanced over n zero bytes each."""
-    lo, hi = _zeros_tables(n)
-    return lo[regs & 0xFFFF] ^ hi[regs >> 16]
-
-
-def _crc_raw(reg, data):
-    """Raw register over data, fast: lane k takes 32-bit words k, k+L, k+2L, ...
-    All lanes step in lockstep (xor in the word, then advance over the 4L bytes
-    up to the lane's next word: one table lookup pair per step, as CRC is linear
-    in the register), so the data is read in place, without a transpose. The
-    init value rides in lane 0's register; the last row advances only 4 bytes,
-    which leaves lane k 4(L-1-k) bytes short of the end, made up pairwise
-    (shift even lanes by 4, 8, 16, ... bytes and xor). The tail recurses."""
-    mv = memoryview(data).cast("B")
-    lanes = min(MAX_LANES, 1 << max(0, (len(mv) // (4 * MIN_STEPS)).bit_length() - 1))
-    if lanes < MIN_LANES:
-        return _crc_loop(reg, mv)
-    steps = len(mv) // (4 * lanes)
-    words = np.frombuffer(mv, "<u4", count=steps * lanes).reshape(steps, lanes)
-    r = np.zeros(lanes, np.uint32)
-    r[0] = reg
-    lo, hi = _zeros_tables(4 * lanes)
-    for row in words[:-1]:
-        x = r ^ row
-        r = lo[x & 0xFFFF] ^ hi[x >> 16]
-    r = _advance(r ^ words[-1], 4)
-    width = 4
-    while len(r) > 1:
-        r = _advance(r[0::2], width) ^ r[1::2]
-        width *= 2
-    return _crc_raw(int(r[0]), mv[4 * steps * lanes:])
-
-
-def crc32c(data):
-    """CRC-32C of a bytes-like object (about 1 GB/s on large buffers)."""
-    return _crc_raw(0xFFFFFFFF, data) ^ 0xFFFFFFFF
 
 
 def _mask(crc):

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks of models/tfckpt.py (TensorFlow V2 checkpoints without TensorFlow):
 
-  crc        crc32c: the standard vector, the byte loop on lengths around every
-             lane boundary (small lane caps too), glowfile.crc32c on big buffers
+  crc        glowfile.crc32c (the .index, .data and .glow CRCs): the standard vector,
+             the byte loop on lengths around every lane boundary (small lane caps too)
   snappy     hand-made streams (every literal and copy form, overlapping
              copies), a matching compressor's output, malformed streams
   roundtrip  write_checkpoint -> list_variables / read_variables over dtypes,
@@ -71,39 +71,40 @@ def same(got, want):
 
 # ---- crc ------------------------------------------------------------------------
 def slow_crc(b):
-    return tfckpt._crc_loop(0xFFFFFFFF, b) ^ 0xFFFFFFFF
+    return glowfile._crc_loop(0xFFFFFFFF, b) ^ 0xFFFFFFFF
 
 
 @test
 def crc():
-    assert tfckpt.crc32c(b"123456789") == 0xE3069283
-    assert tfckpt.crc32c(b"") == 0 and tfckpt.crc32c(bytes(32)) == 0x8A9136AA
+    assert glowfile.crc32c(b"123456789") == 0xE3069283
+    assert glowfile.crc32c(b"") == 0 and glowfile.crc32c(bytes(32)) == 0x8A9136AA
     rng = np.random.default_rng(1)
-    keep = tfckpt.MAX_LANES
+    keep = glowfile.MAX_LANES
     n_checked = 0
     try:
-        lo, steps = tfckpt.MIN_LANES, tfckpt.MIN_STEPS
+        lo, steps = glowfile.MIN_LANES, glowfile.MIN_STEPS
         for cap in (keep, 4 * lo, lo):
-            tfckpt.MAX_LANES = cap
+            glowfile.MAX_LANES = cap
             lengths = {0, 1, 3, 4, 5, 7, 255, 256, 1000}
             for lanes in (lo, 2 * lo, 4 * lo, 256, cap):  # where the lane count and the step count change
                 for base in (4 * lanes * steps, 4 * lanes * (steps + 1), 4 * lanes * 2 * steps, 4 * lanes * 5 * steps):
                     lengths |= {base - 5, base - 1, base, base + 1, base + 3, base + 4 * lanes - 1}
             for n in sorted(x for x in lengths if 0 <= x <= 200000):
                 b = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-                assert tfckpt.crc32c(b) == slow_crc(b), (cap, n)
+                assert glowfile.crc32c(b) == slow_crc(b), (cap, n)
                 n_checked += 1
     finally:
-        tfckpt.MAX_LANES = keep
-    for n in (4 * steps * keep - 1, 4 * steps * keep + 12345, 3 << 22):  # all lanes: against glowfile.crc32c
+        glowfile.MAX_LANES = keep
+    for n in (4 * steps * keep - 1, 4 * steps * keep + 12345):  # all lanes; continuing a CRC
         b = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-        assert tfckpt.crc32c(b) == glowfile.crc32c(b), n
-    assert tfckpt.crc32c(np.arange(1000, dtype=np.float32)) == slow_crc(np.arange(1000, dtype=np.float32).tobytes())
+        assert glowfile.crc32c(b) == slow_crc(b), n
+        assert glowfile.crc32c(b[n // 3:], glowfile.crc32c(b[:n // 3])) == glowfile.crc32c(b), n
+    assert glowfile.crc32c(np.arange(1000, dtype=np.float32)) == slow_crc(np.arange(1000, dtype=np.float32).tobytes())
     for v in (0, 1, 0xFFFFFFFF, 0x12345678):
         assert tfckpt._unmask(tfckpt._mask(v)) == v
     b = rng.integers(0, 256, 64 << 20, dtype=np.uint8).tobytes()
     t = time.time()
-    tfckpt.crc32c(b)
+    glowfile.crc32c(b)
     return "%d lengths; %.0f MB/s on 64 MiB" % (n_checked, 64 * 1.048576 / (time.time() - t))
 
 
@@ -302,7 +303,7 @@ F = tfckpt._enc_field
 
 def entry(dtype=1, dims=(2,), shard=0, offset=0, size=8, crc=None, data=b"", extra=b""):
     shape = b"".join(F(2, 2, F(1, 0, x)) for x in dims)
-    c = tfckpt._mask(tfckpt.crc32c(data)) if crc is None else crc
+    c = tfckpt._mask(glowfile.crc32c(data)) if crc is None else crc
     return (F(1, 0, dtype) + F(2, 2, shape) + F(3, 0, shard) + F(4, 0, offset) + F(5, 0, size)
             + F(6, 5, c) + extra)
 
@@ -457,7 +458,7 @@ def corrupt():
             for _ in range(r.choice((1, 1, 2, 5))):
                 if size:
                     b[off + r.randrange(size)] = r.choice((0, 1, 0x7F, 0x80, 0xFF, r.randrange(256)))
-            crc = tfckpt.crc32c(bytes(b[off:off + size + 1]))
+            crc = glowfile.crc32c(bytes(b[off:off + size + 1]))
             b[off + size + 1:off + size + 5] = struct.pack("<I", tfckpt._mask(crc))
             put(p + ".index", b)
             check_read(p, want, [p + ".index", p + ".data-00000-of-00001"], any_ok=True)
