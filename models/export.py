@@ -9,7 +9,11 @@ unconditional y0ast/Glow-PyTorch state_dict; models/glow_y0ast.py is its
 layout), `chaiyujin` (an unconditional chaiyujin/glow-pytorch checkpoint, e.g.
 its utils.save's save_5k0.pkg with the state_dict under "graph"; --n-bits is 8;
 its [0, 1] input x' = u/255 is folded in as x' = 256/255 x + 0.5 of glowrt's
-x, so glowrt's log_p is upstream's log p(u/255) + D ln(256/255)).
+x, so glowrt's log_p is upstream's log p(u/255) + D ln(256/255)), `openai` (an
+openai/glow TensorFlow checkpoint as its train.py saves it, read without
+TensorFlow: the prefix logs/model_best_loss.ckpt, its .index file or its
+directory; --n-bits and --image-size default to train.txt's beside it;
+models/glow_openai.py is its layout).
 Everything is folded in float64 and rounded to float32 once. Refuses (exit 2, one line) a
 checkpoint it cannot export faithfully: an actnorm that was never initialised,
 missing or unexpected keys, inconsistent shapes, an image size that 2^n_block
@@ -26,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import glowfile  # noqa: E402
+import glow_openai  # noqa: E402
 from glowfile import OP_AFFINE, OP_COUPLING, OP_SPLIT, OP_SQUEEZE, OP_TOP_PRIOR  # noqa: E402
 
 EXPORTER_VERSION = "1.0.0"
@@ -528,6 +533,153 @@ def build_y0ast(sd, info):
     return tensors, ops
 
 
+# ---- openai/glow (TensorFlow) -----------------------------------------------
+def load_openai(path, ema=False, label=None):
+    """(variables {name: float64 / int64 array}, info, hps) of an openai/glow checkpoint."""
+    import tfckpt
+    try:
+        prefix = tfckpt.resolve_prefix(path)
+        listed = tfckpt.list_variables(prefix)
+        hps = glow_openai.logdir_hps(prefix)
+        info = glow_openai.infer({k: tuple(v[1]) for k, v in listed.items()}, hps)
+        sel = glow_openai.select(listed, info, ema)
+        stored = tfckpt.read_variables(prefix, sorted(set(sel.values())))
+    except (tfckpt.CheckpointError, glow_openai.LayoutError) as e:
+        raise ExportError(str(e))
+    if info["n_y"] and label is None:
+        raise ExportError("class-conditional model (ycond, %d classes): pass --class K to export log p(x | y = K)"
+                          % info["n_y"])
+    if label is not None and not (info["n_y"] and 0 <= label < info["n_y"]):
+        raise ExportError("--class %d: the model %s" % (label, "has %d classes" % info["n_y"] if info["n_y"]
+                                                         else "is not class-conditional"))
+    var = {}
+    for k, shape in glow_openai.expected_variables(info).items():
+        v = np.asarray(stored[sel[k]])
+        if tuple(v.shape) != shape:
+            raise ExportError("%s has shape %s, expected %s" % (sel[k], tuple(v.shape), shape))
+        if k.endswith(("indices", "indices_inverse")):
+            if v.dtype.kind not in "iu" or sorted(v.astype(np.int64).tolist()) != list(range(shape[0])):
+                raise ExportError("%s is not a permutation" % sel[k])
+            var[k] = v.astype(np.int64)
+            continue
+        if v.dtype.kind != "f":
+            raise ExportError("%s is %s, not floating point" % (sel[k], v.dtype))
+        var[k] = v.astype(np.float64)
+        if not np.all(np.isfinite(var[k])):
+            raise ExportError("non-finite values in %s" % sel[k])
+    for k in var:
+        if k.endswith("indices") and not np.array_equal(np.argsort(var[k]), var[k + "_inverse"]):
+            raise ExportError("%s_inverse does not invert %s" % (sel[k], sel[k]))
+    return var, info, hps
+
+
+def openai_conv(var, p, cin, scale):
+    """A TF 3x3 edge-bias conv [3, 3, cin + 1, out] times scale per output ->
+    (w [out, cin, 3, 3], edge table [9, out]): the extra input channel is 1 on
+    the padded border ring, so its taps are the edge table."""
+    W = var[p + "W"] * scale
+    return W[:, :, :cin, :].transpose(3, 2, 0, 1).copy(), W[:, :, cin, :].reshape(9, -1).copy()
+
+
+def openai_conv_actnorm(var, p, cin):
+    """conv + ActNorm: ((conv(x) + b) * exp(3 logs)) as one conv + bias (+ edge table)."""
+    s = np.exp(3.0 * var[p + "actnorm_scale/logs"].reshape(-1))
+    b = var[p + "actnorm_center/b"].reshape(-1) * s
+    if var[p + "W"].shape[0] == 1:
+        return (var[p + "W"][0, 0] * s).T[:, :, None, None].copy(), b, None
+    w, e = openai_conv(var, p, cin, s)
+    return w, b, e
+
+
+def openai_zeros(var, p, cin):
+    """conv2d_zeros: (conv(x) + b) * exp(3 logs) -> (w, b, edge table)."""
+    f = np.exp(3.0 * var[p + "logs"].reshape(-1))
+    w, e = openai_conv(var, p, cin, f)
+    return w, var[p + "b"].reshape(-1) * f, e
+
+
+def openai_perm_matrix(var, p, perm, C):
+    """(W, ln|det W|) of a step's permutation, y = W x per pixel (openai's x W)."""
+    if perm == "invconv":
+        Wt = var[p + "invconv/W"]
+        sign, logdet = np.linalg.slogdet(Wt)
+        if sign == 0:
+            raise ExportError("%sinvconv/W is singular" % p)
+        return Wt.T, float(logdet)
+    if perm == "lu":
+        g = lambda k: var[p + "invconv/" + k]  # noqa: E731
+        mask = np.tril(np.ones((C, C)), -1)
+        upper = g("U") * mask.T + np.diag(g("sign_S") * np.exp(g("log_S")))
+        return (g("P") @ (g("L") * mask + np.eye(C)) @ upper).T, float(np.sum(g("log_S")))
+    idx = var[p + "shuffle/indices"] if perm == "shuffle" else np.arange(C - 1, -1, -1)
+    W = np.zeros((C, C))
+    W[np.arange(C), idx] = 1.0  # y[i] = x[idx[i]]
+    return W, 0.0
+
+
+def build_openai(var, info, label=None):
+    """-> (tensors [(name, float64 array)], ops [(code, ints, f64s, names)])."""
+    tensors, ops = [], []
+
+    def add(name, arr):
+        tensors.append((name, arr))
+        return name
+
+    c, hid = info["in_channels"], info["width"]
+    for i in range(info["n_levels"]):
+        ops.append((OP_SQUEEZE, [c], [], []))
+        C = 4 * c
+        for k in range(info["depth"]):
+            p = "model/%d/%d/" % (i, k)
+            pre = "b%d.f%d." % (i, k)
+            logs = 3.0 * var[p + "actnorm_scale/logs"].reshape(-1)
+            s = np.exp(logs)
+            W, logdet_w = openai_perm_matrix(var, p, info["perm"], C)
+            A = W @ np.diag(s)
+            b = W @ (s * var[p + "actnorm_center/b"].reshape(-1))
+            A_inv = np.linalg.inv(A)
+            if not np.all(np.isfinite(A_inv)):
+                raise ExportError("%s: 1x1 conv not invertible" % p)
+            ops.append((OP_AFFINE, [C], [float(np.sum(logs) + logdet_w)],
+                        [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv),
+                         add(pre + "b_inv", -A_inv @ b)]))
+            q = p + "f1/"
+            w1, b1, e1 = openai_conv_actnorm(var, q + "l_1/", C // 2)
+            w2, b2, _ = openai_conv_actnorm(var, q + "l_2/", hid)
+            w3, b3, e3 = openai_zeros(var, q + "l_last/", hid)
+            if info["affine"]:
+                b3[1::2] += 2.0  # scale = sigmoid(h[1::2] + 2), shift = h[0::2]
+            ops.append((OP_COUPLING, [C, hid, 0 if info["affine"] else 1, 1 if info["affine"] else 0], [],
+                        [add(pre + "w1", w1), add(pre + "b1", b1), add(pre + "e1", e1), add(pre + "w2", w2),
+                         add(pre + "b2", b2), add(pre + "w3", w3), add(pre + "b3", b3), add(pre + "e3", e3)]))
+        if i < info["n_levels"] - 1:
+            w, b, e = openai_zeros(var, "model/pool%d/conv/" % i, C // 2)
+            ops.append((OP_SPLIT, [C, 1], [], [add("b%d.split.w" % i, w), add("b%d.split.b" % i, b),
+                                               add("b%d.split.e" % i, e)]))
+            c = C // 2
+        else:
+            # the prior conv sees zeros: its bias everywhere plus its edge channel's taps;
+            # a class-conditional model adds its class embedding to every position
+            b, e = np.zeros(2 * C), np.zeros((9, 2 * C))
+            if info["learntop"]:
+                _, b, e = openai_zeros(var, "model/prior/p/", 2 * C)
+            if info["n_y"]:
+                b = b + (var["model/prior/y_emb/W"][label] + var["model/prior/y_emb/b"][0]) * \
+                    np.exp(3.0 * var["model/prior/y_emb/logs"][0])
+            if info["learntop"] or info["n_y"]:
+                ops.append((OP_TOP_PRIOR, [C, 0, 1], [], [add("top.b", b), add("top.e", e)]))
+            else:
+                ops.append((OP_TOP_PRIOR, [C, 0, 0], [], [None, None]))
+    return tensors, ops
+
+
+def self_check_openai(path, var, info, label, height, width, n=2):
+    """Re-read the file (all CRCs) and run its plan in float64 against openai's
+    model run literally (models/glow_openai.py) in float64."""
+    g = glowfile.read_glow(path, verify=True)
+    return compare_plan(g, glow_openai.OpenaiGlow(var, info, label), info["in_channels"], height, width, n)
+
+
 def compare_plan(g, model, channels, height, width, n):
     """The file's plan (glowfile, float64) against the float64 module on n
     random inputs: log_p and eps; raises ExportError beyond the tolerances."""
@@ -642,46 +794,72 @@ def self_check(path, sd, info, height, width, n=2):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("source_format", choices=["rosinality", "y0ast", "chaiyujin"])
+    ap.add_argument("source_format", choices=["rosinality", "y0ast", "chaiyujin", "openai"])
     ap.add_argument("checkpoint")
     ap.add_argument("-o", "--output", required=True)
-    ap.add_argument("--image-size", required=True, help="S or HxW (default size stored in the file)")
+    ap.add_argument("--image-size", help="S or HxW (default size stored in the file); required but for openai, "
+                    "where train.txt beside the checkpoint gives it")
     ap.add_argument("--n-bits", type=int,
                     help="bits per pixel the model was trained at: a state_dict does not record it "
                          "(rosinality's train.py: 5 by default; y0ast's and models/train.py: 8); "
                          "read from models/train.py's progress.json beside the checkpoint when there; "
-                         "chaiyujin: 8 (its only setting), the default")
+                         "chaiyujin: 8 (its only setting), the default; openai: n_bits_x in train.txt "
+                         "beside the checkpoint")
     ap.add_argument("--alignment", type=int, default=64)
     ap.add_argument("--flow-permutation", choices=Y0AST_PERMS,
                     help="y0ast, chaiyujin: the model's flow_permutation, needed when its steps store no "
                          "permutation keys")
+    ap.add_argument("--ema", action="store_true",
+                    help="openai: export the polyak averages (.../ExponentialMovingAverage) instead of the weights "
+                         "(upstream's train.py evaluates and samples with the weights)")
+    ap.add_argument("--class", dest="label", type=int,
+                    help="openai: the class K of a class-conditional (ycond) model; the file gives log p(x | y = K)")
     ap.add_argument("--no-check", action="store_true", help="skip the float64 self-check")
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
     try:
-        known = trained_n_bits(a.checkpoint)
+        if a.source_format != "openai" and (a.ema or a.label is not None):
+            raise ExportError("--ema and --class are for openai checkpoints")
+        if a.source_format == "openai":
+            var, info, hps = load_openai(a.checkpoint, a.ema, a.label)
+            known = hps.get("n_bits_x")
+            if a.image_size is None and isinstance(hps.get("image_size"), int) and hps["image_size"] > 0:
+                a.image_size = str(hps["image_size"])
+        else:
+            known = trained_n_bits(a.checkpoint)
+        if a.image_size is None:
+            raise ExportError("--image-size is required" + (" (no train.txt beside the checkpoint gives it)"
+                                                            if a.source_format == "openai" else ""))
         if a.source_format == "chaiyujin":
             # its data pipeline is fixed: ToTensor (u/255), noise N(0, 1/256^2), -log(256) per pixel
             if a.n_bits not in (None, 8):
                 raise ExportError("--n-bits %d: chaiyujin/glow-pytorch trains on 8-bit images only" % a.n_bits)
             a.n_bits = 8
         if a.n_bits is None and known is None:
-            raise ExportError("--n-bits is required: a state_dict does not record the bits per pixel the model "
-                              "was trained at (rosinality's train.py defaults to 5, y0ast's to 8)")
+            raise ExportError("--n-bits is required: a %s does not record the bits per pixel the model "
+                              "was trained at (rosinality's train.py defaults to 5, y0ast's to 8, openai's to 8)"
+                              % ("checkpoint" if a.source_format == "openai" else "state_dict"))
         if a.n_bits is not None and known is not None and a.n_bits != known:
-            raise ExportError("--n-bits %d contradicts n_bits %d in the checkpoint's progress.json"
-                              % (a.n_bits, known))
+            raise ExportError("--n-bits %d contradicts n_bits %d in the checkpoint's %s"
+                              % (a.n_bits, known, "train.txt" if a.source_format == "openai" else "progress.json"))
         a.n_bits = a.n_bits if a.n_bits is not None else known
         if not 1 <= a.n_bits <= 8:
             raise ExportError("--n-bits must be 1..8")
         h, w = parse_size(a.image_size)
-        sd = load_state_dict(a.checkpoint)
         y0ast = a.source_format in ("y0ast", "chaiyujin")
-        info = infer_y0ast(sd, a.flow_permutation, a.source_format) if y0ast else infer_rosinality(sd)
+        if a.source_format == "openai":
+            info = dict(info, n_block=info["n_levels"], n_flow=info["depth"], hidden=info["width"],
+                        invconv={"invconv": "plain", "lu": "lu"}.get(info["perm"], "permutation"))
+        else:
+            sd = load_state_dict(a.checkpoint)
+            info = infer_y0ast(sd, a.flow_permutation, a.source_format) if y0ast else infer_rosinality(sd)
         f = 2 ** info["n_block"]
         if h % f or w % f or h < f or w < f:
             raise ExportError("image size %dx%d not divisible by 2^n_block = %d" % (h, w, f))
-        tensors, ops = build_y0ast(sd, info) if y0ast else build_rosinality(sd, info)
+        if a.source_format == "openai":
+            tensors, ops = build_openai(var, info, a.label)
+        else:
+            tensors, ops = build_y0ast(sd, info) if y0ast else build_rosinality(sd, info)
         kv = [("glow.in_channels", info["in_channels"]), ("glow.image_height", h), ("glow.image_width", w),
               ("glow.n_levels", info["n_block"]), ("glow.n_flow", info["n_flow"]),
               ("glow.hidden", info["hidden"]), ("glow.coupling", "affine" if info["affine"] else "additive"),
@@ -692,12 +870,22 @@ def main(argv=None):
         if imap:
             kv.append(("source.input_map", "x' = %s x + %s: the source's input of glowrt's x, folded into the "
                        "first affine" % (Fraction(imap[0]).limit_denominator(4096), imap[1])))
-        kv += train_info(a.checkpoint)
+        if a.source_format == "openai":
+            kv.append(("source.weights", "polyak averages" if a.ema else "weights"))
+            if a.label is not None:
+                kv.append(("source.class", a.label))
+            if info["perm"] in ("shuffle", "reverse"):
+                kv.append(("source.flow_permutation", info["perm"]))
+        else:
+            kv += train_info(a.checkpoint)
         size = glowfile.write_glow(a.output, kv, tensors, ops, alignment=a.alignment)
         msg = ""
         if not a.no_check:
             try:
-                d_ll, d_eps = (self_check_y0ast if y0ast else self_check)(a.output, sd, info, h, w)
+                if a.source_format == "openai":
+                    d_ll, d_eps = self_check_openai(a.output, var, info, a.label, h, w)
+                else:
+                    d_ll, d_eps = (self_check_y0ast if y0ast else self_check)(a.output, sd, info, h, w)
             except (ExportError, glowfile.GlowFileError) as e:
                 os.remove(a.output)
                 raise ExportError(str(e))
