@@ -570,7 +570,7 @@ def load_openai(path, ema=False, label=None):
     for k in var:
         if k.endswith("indices") and not np.array_equal(np.argsort(var[k]), var[k + "_inverse"]):
             raise ExportError("%s_inverse does not invert %s" % (sel[k], sel[k]))
-    return var, info, hps
+    return var, dict(info, prefix=prefix), hps
 
 
 def openai_conv(var, p, cin, scale):
@@ -864,7 +864,7 @@ def main(argv=None):
               ("glow.n_levels", info["n_block"]), ("glow.n_flow", info["n_flow"]),
               ("glow.hidden", info["hidden"]), ("glow.coupling", "affine" if info["affine"] else "additive"),
               ("glow.invconv", info["invconv"]), ("glow.n_bits", a.n_bits),
-              ("source.format", a.source_format), ("source.file", os.path.basename(a.checkpoint)),
+              ("source.format", a.source_format), ("source.file", os.path.basename(info.get("prefix", a.checkpoint))),
               ("exporter.version", EXPORTER_VERSION)]
         imap = Y0AST_LAYOUTS[a.source_format]["input_map"] if y0ast else None
         if imap:
