@@ -143,9 +143,9 @@ static double fma_peak(void) {
 
 typedef struct {
     const gt_kernels *k;
-    int C, H, W;
+    int C, H, W, B;
     int64_t n;
-    float *x, *y, *z, *w, *orig, *e;
+    float *x, *y, *z, *w, *orig, *e, *eb;
     double sum;
 } kctx;
 
@@ -163,6 +163,14 @@ static void r_add(void *c) { kctx *k = c; k->k->add(k->x, k->y, k->n, 1.0f); }
 static void r_glogp(void *c) { kctx *k = c; k->sum += k->k->gauss_logp(k->x, k->y, k->z, k->w, k->n); }
 static void r_gfrom(void *c) { kctx *k = c; k->k->gauss_from_eps(k->w, k->x, k->y, k->z, k->n); }
 static void r_edge(void *c) { kctx *k = c; k->k->edge_bias(k->x, k->e, k->C, k->H, k->W, 1); }
+/* As the runtime calls it: by 64-channel output chunks of 512-wide layers
+ * (so the edge table, 9 x 512, stays in cache). */
+static void r_edgeb(void *c) {
+    kctx *k = c;
+    const int64_t chunk = (int64_t)64 * k->H * k->W;
+    for (int64_t j = 0; j < k->C / 64; j++)
+        k->k->edge_bias_blocked(k->x + j * chunk, k->eb + (j % 8) * 64, 512, 64, k->H, k->W, k->B, 1);
+}
 static void r_noise(void *c) { kctx *k = c; k->k->normal_noise(42, 7, 0, k->n, 1.0f, k->y); }
 static void reset_x(void *c) { kctx *k = c; memcpy(k->x, k->orig, (size_t)k->n * 4); }
 static void reset_x_chw(void *c) { kctx *k = c; memcpy(k->x, k->orig, (size_t)k->C * k->H * k->W * 4); }
@@ -173,7 +181,8 @@ typedef struct {
     run_fn run, reset;
     double bytes, flops; /* per call */
     int compute_bound;   /* compare with FMA peak rather than copy bandwidth */
-    int C, hw;           /* affine: per-image shape */
+    int C, hw;           /* affine: per-image shape; edge_bias_blocked: channels, H = W */
+    int B;               /* edge_bias_blocked: channel block */
 } kcase;
 
 int main(int argc, char **argv) {
@@ -226,14 +235,14 @@ int main(int argc, char **argv) {
         int64_t imgs = n / ((int64_t)C * hw);
         const int64_t cap = (int64_t)1 << 28;
         if (imgs * C * C * hw > cap) imgs = cap / ((int64_t)C * C * hw);
-        kcase c = {"affine", "", r_affine, NULL, 2.0 * C * hw * imgs * 4, 2.0 * C * C * hw * imgs, 0, C, hw};
+        kcase c = {"affine", "", r_affine, NULL, 2.0 * C * hw * imgs * 4, 2.0 * C * C * hw * imgs, 0, C, hw, 0};
         c.compute_bound = c.flops / c.bytes > peak / copy_gbs;
         snprintf(c.shape, sizeof c.shape, "C=%d hw=%d x%lld", C, hw, (long long)imgs);
         cs[nc++] = c;
     }
     const int sqC = 16, sqH = 2 * (int)floor(sqrt((double)n / sqC) / 2);
     {
-        kcase c = {"squeeze", "", r_squeeze, NULL, 2.0 * sqC * sqH * sqH * 4, 0, 0, 0, 0};
+        kcase c = {"squeeze", "", r_squeeze, NULL, 2.0 * sqC * sqH * sqH * 4, 0, 0, 0, 0, 0};
         snprintf(c.shape, sizeof c.shape, "C=%d %dx%d", sqC, sqH, sqH);
         cs[nc++] = c;
         c.name = "unsqueeze";
@@ -244,23 +253,34 @@ int main(int argc, char **argv) {
         {"coupling_fwd", r_cfwd, reset_x, 4}, {"coupling_rev", r_crev, reset_x, 4}, {"add", r_add, reset_x, 3},
         {"gauss_logp", r_glogp, NULL, 4},     {"gauss_from_eps", r_gfrom, NULL, 4}};
     for (int i = 0; i < 5; i++) {
-        kcase c = {ew[i].name, "", ew[i].run, ew[i].reset, (double)ew[i].arrays * n * 4, 0, 0, 0, 0};
+        kcase c = {ew[i].name, "", ew[i].run, ew[i].reset, (double)ew[i].arrays * n * 4, 0, 0, 0, 0, 0};
         snprintf(c.shape, sizeof c.shape, "n=%lld", (long long)n);
         cs[nc++] = c;
     }
     const int eC = 64, eH = (int)floor(sqrt((double)n / eC));
     {
-        kcase c = {"edge_bias+relu", "", r_edge, reset_x_chw, 2.0 * eC * eH * eH * 4, 0, 0, 0, 0};
+        kcase c = {"edge_bias+relu", "", r_edge, reset_x_chw, 2.0 * eC * eH * eH * 4, 0, 0, 0, 0, 0};
         snprintf(c.shape, sizeof c.shape, "C=%d %dx%d", eC, eH, eH);
+        cs[nc++] = c;
+    }
+    /* The runtime's first-layer edge pass: blocked activations (nChw16c,
+     * nChw8c) at the sizes of a 32x32 Glow's levels, channels filling n. */
+    const int eb_shapes[][2] = {{16, 16}, {16, 4}, {8, 16}}; /* B, H = W */
+    for (int a = 0; a < 3; a++) {
+        const int B = eb_shapes[a][0], S = eb_shapes[a][1];
+        const int C = (int)(n / ((int64_t)S * S) / 64 * 64);
+        kcase c = {"edge_bias_blocked+relu", "", r_edgeb, reset_x_chw, 2.0 * C * S * S * 4, 0, 0, C, S, B};
+        snprintf(c.shape, sizeof c.shape, "C=%d %dx%d B=%d", C, S, S, B);
         cs[nc++] = c;
     }
     {
         const int64_t nn = n / 8;
-        kcase c = {"normal_noise", "", r_noise, NULL, (double)nn * 4, 0, 1, 0, 0};
+        kcase c = {"normal_noise", "", r_noise, NULL, (double)nn * 4, 0, 1, 0, 0, 0};
         snprintf(c.shape, sizeof c.shape, "n=%lld", (long long)nn);
         cs[nc++] = c;
     }
 
+    k.eb = buf(9 * 512, -1, 1, 8);
     /* ISAs take turns run by run, so that a busy machine slows them alike;
      * each keeps its best time. */
     for (int c = 0; c < nc; c++) {
@@ -277,6 +297,8 @@ int main(int argc, char **argv) {
                     k.C = sqC; k.H = k.W = sqH; /* unsqueeze: 4C channels of H/2 x W/2, the same size */
                 } else if (cs[c].run == r_edge) {
                     k.C = eC; k.H = k.W = eH;
+                } else if (cs[c].run == r_edgeb) {
+                    k.C = cs[c].C; k.H = k.W = cs[c].hw; k.B = cs[c].B;
                 } else if (cs[c].run == r_noise) {
                     k.n = n / 8;
                 }

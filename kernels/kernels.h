@@ -34,6 +34,14 @@ typedef struct {
     /* Adds the edge table e[9][C] to out[C][H][W] at the border positions
      * whose 3x3 taps fall outside the image; then ReLU when relu != 0. */
     void (*edge_bias)(float *out, const float *e, int C, int H, int W, int relu);
+    /* The same on oneDNN's blocked layout: out is [ceil(C/B)][H*W][B] (B
+     * lanes a block; lanes c >= C of the last block are left as they are)
+     * and channel c's table entry of tap t is e[t * ld + c] (ld >= C: a run
+     * of channels of a wider table). At each border position, channel c gets
+     * the sum of the entries of its taps that fall outside the image, added
+     * in tap order from 0 as edge_bias does (so the same bits); then, when
+     * relu != 0, every position x = x > 0 ? x : 0. */
+    void (*edge_bias_blocked)(float *out, const float *e, int ld, int C, int H, int W, int B, int relu);
     /* out[j] = temp * N(0,1) keyed by (seed, index, j0 + j), j < n. */
     void (*normal_noise)(uint64_t seed, uint64_t index, int64_t j0, int64_t n, float temp, float *out);
 } gt_kernels;
@@ -125,6 +133,8 @@ static inline void gt_box_muller(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t
 }
 
 extern const gt_kernels gt_kernels_ref;
+/* ref's edge_bias_blocked, for the tables that have no version of their own. */
+void gt_edge_bias_blocked_ref(float *out, const float *e, int ld, int C, int H, int W, int B, int relu);
 /* The SIMD tables: defined only in builds for that architecture (x86-64,
  * aarch64); use them through kernels_select or kernels_isa. */
 extern const gt_kernels gt_kernels_avx2;

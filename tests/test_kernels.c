@@ -163,6 +163,72 @@ Test(kernels, edge_table_equals_pad_with_one) {
     }
 }
 
+/* edge_bias_blocked from its definition: plain x [C][H][W] ->
+ * blocked [ceil(C/B)][H][W][B] with sentinels in the padding lanes; the
+ * straightforward result, computed on the plain layout (a tap is outside
+ * when its input row or column is), blocked the same way. */
+static void to_blocked(const float *x, float *xb, int C, int H, int W, int B, float pad) {
+    const int64_t hw = (int64_t)H * W, Cp = (C + B - 1) / B * B;
+    for (int64_t c = 0; c < Cp; c++)
+        for (int64_t i = 0; i < hw; i++) xb[(c / B) * hw * B + i * B + c % B] = c < C ? x[c * hw + i] : pad;
+}
+
+static void edge_blocked_naive(float *x, const float *e, int ld, int C, int H, int W, int relu) {
+    for (int c = 0; c < C; c++)
+        for (int h = 0; h < H; h++)
+            for (int w = 0; w < W; w++) {
+                float *px = x + ((int64_t)c * H + h) * W + w, v = 0;
+                int any = 0;
+                for (int t = 0; t < 9; t++) {
+                    const int y = h + t / 3 - 1, xx = w + t % 3 - 1;
+                    if (y < 0 || y >= H || xx < 0 || xx >= W) {
+                        v += e[(int64_t)t * ld + c];
+                        any = 1;
+                    }
+                }
+                if (any) *px += v;
+                if (relu) *px = *px > 0 ? *px : 0;
+            }
+}
+
+Test(kernels, edge_bias_blocked_matches_definition) {
+    const int Bs[] = {8, 16}, Cs[] = {1, 3, 8, 13, 16, 17, 40, 64, 100}, sizes[] = {1, 2, 3, 5, 7};
+    for (size_t bi = 0; bi < 2; bi++)
+        for (size_t ci = 0; ci < sizeof Cs / sizeof Cs[0]; ci++)
+            for (size_t hi = 0; hi < 5; hi++)
+                for (size_t wi = 0; wi < 5; wi++)
+                    for (int relu = 0; relu <= 1; relu++) {
+                        const int B = Bs[bi], C = Cs[ci], H = sizes[hi], W = sizes[wi];
+                        const int ld = C + 3 * relu, off = 2 * relu; /* a run of channels of a wider table */
+                        const int64_t n = (int64_t)C * H * W, nb = (int64_t)(C + B - 1) / B * B * H * W;
+                        float *x = rand_buf(n, -1, 1), *e = rand_buf(9 * ld + off, -1, 1);
+                        float *got = malloc(sizeof(float) * nb), *want = malloc(sizeof(float) * nb);
+                        float *plain = malloc(sizeof(float) * n);
+                        x[0] = -0.0f;
+                        to_blocked(x, got, C, H, W, B, -3.0f); /* a sentinel ReLU would change */
+                        gt_kernels_ref.edge_bias_blocked(got, e + off, ld, C, H, W, B, relu);
+                        memcpy(plain, x, sizeof(float) * n);
+                        edge_blocked_naive(plain, e + off, ld, C, H, W, relu);
+                        to_blocked(plain, want, C, H, W, B, -3.0f);
+                        cr_assert(!memcmp(got, want, sizeof(float) * nb), "B=%d C=%d %dx%d relu=%d", B, C, H, W, relu);
+                        if (ld == C && !off) { /* the same bits as the plain layout's edge_bias */
+                            memcpy(plain, x, sizeof(float) * n);
+                            gt_kernels_ref.edge_bias(plain, e, C, H, W, relu);
+                            to_blocked(plain, want, C, H, W, B, -3.0f);
+                            cr_assert(!memcmp(got, want, sizeof(float) * nb), "vs edge_bias: B=%d C=%d %dx%d", B, C, H, W);
+                        }
+                        /* By 64-channel chunks, as the runtime calls it: the same. */
+                        if (C > 64) {
+                            to_blocked(x, want, C, H, W, B, -3.0f);
+                            for (int o = 0; o < C; o += 64)
+                                gt_kernels_ref.edge_bias_blocked(want + (int64_t)o * H * W, e + off + o, ld,
+                                                                 C - o < 64 ? C - o : 64, H, W, B, relu);
+                            cr_assert(!memcmp(got, want, sizeof(float) * nb), "chunks: B=%d C=%d %dx%d", B, C, H, W);
+                        }
+                        free(x); free(e); free(got); free(want); free(plain);
+                    }
+}
+
 Test(kernels, noise_is_counter_based_and_normal) {
     const int64_t n = 200001;
     float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
@@ -303,7 +369,7 @@ Test(conv, onednn_matches_naive_on_awkward_shapes) {
 /* ---- The SIMD tables against ref, on random data and shape sweeps. The
  * same tests run for avx2 on x86-64 and for neon on aarch64 (under qemu);
  * they skip where this build or CPU has no SIMD table. Tolerances:
- * squeeze, unsqueeze, add, edge_bias and normal_noise must be bit-identical;
+ * squeeze, unsqueeze, add, edge_bias, edge_bias_blocked and normal_noise must be bit-identical;
  * affine within FMA rounding (C * 2^-22 of sum |terms|); exp-based
  * element-wise results within 4 ulp (relative 4.8e-7); log-det and log-p
  * sums within 1e-6 of the sum of |terms|. ---- */
@@ -535,6 +601,28 @@ Test(simd, edge_bias_bit_identical) {
                     cr_assert(!memcmp(o1, o2, n * sizeof(float)), "C=%d H=%d W=%d relu=%d", C, H, W, relu);
                     free(e); free(o1); free(o2);
                 }
+}
+
+Test(simd, edge_bias_blocked_bit_identical) {
+    const gt_kernels *S = simd_table();
+    const int Bs[] = {8, 16, 4, 24}; /* 4 and 24: the fallback and the generic group count */
+    for (size_t bi = 0; bi < sizeof Bs / sizeof Bs[0]; bi++)
+        for (int C = 1; C <= 70; C += C < 18 ? 1 : 13)
+            for (int H = 1; H <= 6; H++)
+                for (int W = 1; W <= 9; W++)
+                    for (int relu = 0; relu <= 1; relu++) {
+                        const int B = Bs[bi], ld = C + 5;
+                        const int64_t nb = (int64_t)(C + B - 1) / B * B * H * W;
+                        float *e = rand_buf(9 * ld, -1, 1), *o1 = rand_buf(nb, -1, 1), *o2 = malloc(sizeof(float) * nb);
+                        o1[0] = -0.0f;
+                        if (nb > 3) o1[3] = NAN;
+                        if (nb > 21) o1[21] = -0.0f;
+                        memcpy(o2, o1, sizeof(float) * nb);
+                        gt_kernels_ref.edge_bias_blocked(o1, e + 1, ld, C, H, W, B, relu);
+                        S->edge_bias_blocked(o2, e + 1, ld, C, H, W, B, relu);
+                        cr_assert(!memcmp(o1, o2, sizeof(float) * nb), "B=%d C=%d H=%d W=%d relu=%d", B, C, H, W, relu);
+                        free(e); free(o1); free(o2);
+                    }
 }
 
 Test(simd, normal_noise_bit_identical) {

@@ -552,6 +552,83 @@ static void edge_bias_avx2(float *out, const float *e, int C, int H, int W, int 
     if (relu) relu_avx2(out, (int64_t)C * H * W);
 }
 
+/* ---- edge bias on the blocked layout [ceil(C/B)][H*W][B]: a block's
+ * lanes 8 at a time (B a multiple of 8, at most 64; else ref's code). For
+ * each kind of row (top, inner, bottom; one row is both top and bottom when
+ * H = 1) the sums of its three kinds of positions (first, middle, last) are
+ * formed once, in ref's tap order from 0; a position gets its sum, then
+ * max(x, 0) (= ref's x > 0 ? x : 0, NaN and -0 included). Inner positions
+ * get no add (x + 0 would turn -0 into +0). In the last block the lanes
+ * past C are loaded and stored back unchanged. ---- */
+
+static inline __m256 edge_sum_v(const float *e, int ld, __m256i m, int top, int bottom, int left, int right) {
+    __m256 v = _mm256_setzero_ps();
+    for (int ky = 0; ky < 3; ky++)
+        for (int kx = 0; kx < 3; kx++)
+            if ((ky == 0 && top) || (ky == 2 && bottom) || (kx == 0 && left) || (kx == 2 && right))
+                v = _mm256_add_ps(v, _mm256_maskload_ps(e + (int64_t)(ky * 3 + kx) * ld, m));
+    return v;
+}
+
+/* One position: ng groups of 8 lanes; add: add[g] to each; full: all lanes valid. */
+static ALWAYS_INLINE void edge_px(float *p, const __m256 *add, int ng, const __m256i *m, int full, int do_add,
+                                  int relu) {
+    const __m256 z = _mm256_setzero_ps();
+    for (int g = 0; g < ng; g++) {
+        const __m256 x0 = _mm256_loadu_ps(p + g * V);
+        __m256 x = do_add ? _mm256_add_ps(x0, add[g]) : x0;
+        if (relu) x = _mm256_max_ps(x, z);
+        if (!full) x = _mm256_blendv_ps(x0, x, _mm256_castsi256_ps(m[g]));
+        _mm256_storeu_ps(p + g * V, x);
+    }
+}
+
+static ALWAYS_INLINE void edge_block(float *blk, const float *e, int ld, int H, int W, int B, int ng,
+                                     const __m256i *m, int full, int relu) {
+    __m256 first[64 / V], mid[64 / V], last[64 / V];
+    for (int g = 0; g < ng; g++) first[g] = mid[g] = last[g] = _mm256_setzero_ps();
+    int kind = -1; /* the row kind the sums are for */
+    for (int h = 0; h < H; h++) {
+        const int top = h == 0, bottom = h == H - 1;
+        if (kind != top + 2 * bottom) {
+            kind = top + 2 * bottom;
+            for (int g = 0; g < ng; g++) {
+                first[g] = edge_sum_v(e + g * V, ld, m[g], top, bottom, 1, W == 1);
+                if (W > 1) last[g] = edge_sum_v(e + g * V, ld, m[g], top, bottom, 0, 1);
+                if (top | bottom) mid[g] = edge_sum_v(e + g * V, ld, m[g], top, bottom, 0, 0);
+            }
+        }
+        float *row = blk + (int64_t)h * W * B;
+        edge_px(row, first, ng, m, full, 1, relu);
+        if (top | bottom)
+            for (int w = 1; w < W - 1; w++) edge_px(row + (int64_t)w * B, mid, ng, m, full, 1, relu);
+        else if (relu)
+            for (int w = 1; w < W - 1; w++) edge_px(row + (int64_t)w * B, mid, ng, m, full, 0, 1);
+        if (W > 1) edge_px(row + (int64_t)(W - 1) * B, last, ng, m, full, 1, relu);
+    }
+}
+
+static void edge_bias_blocked_avx2(float *out, const float *e, int ld, int C, int H, int W, int B, int relu) {
+    if (B % V || B > 64) {
+        gt_edge_bias_blocked_ref(out, e, ld, C, H, W, B, relu);
+        return;
+    }
+    const int64_t hw = (int64_t)H * W;
+    for (int c0 = 0; c0 < C; c0 += B) {
+        float *blk = out + (int64_t)(c0 / B) * hw * B;
+        const int nv = C - c0 < B ? C - c0 : B, ng = (nv + V - 1) / V;
+        __m256i m[64 / V];
+        for (int g = 0; g < ng; g++) m[g] = tail_mask(nv - g * V);
+        /* the common blocks, with the group count known to the compiler */
+        if (nv == 16 && B == 16)
+            edge_block(blk, e + c0, ld, H, W, 16, 2, m, 1, relu);
+        else if (nv == 8 && B == 8)
+            edge_block(blk, e + c0, ld, H, W, 8, 1, m, 1, relu);
+        else
+            edge_block(blk, e + c0, ld, H, W, B, ng, m, nv == B, relu);
+    }
+}
+
 /* ---- normal noise: Philox4x32-10 on 8 blocks at once, then Box-Muller on
  * 4 pairs at once: gt_box_muller (kernels.h) step for step, so bit-identical
  * to ref. ---- */
@@ -708,5 +785,6 @@ const gt_kernels gt_kernels_avx2 = {
     .gauss_logp = gauss_logp_avx2,
     .gauss_from_eps = gauss_from_eps_avx2,
     .edge_bias = edge_bias_avx2,
+    .edge_bias_blocked = edge_bias_blocked_avx2,
     .normal_noise = normal_noise_avx2,
 };

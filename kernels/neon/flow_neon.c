@@ -404,5 +404,6 @@ const gt_kernels gt_kernels_neon = {
     .gauss_logp = gauss_logp_neon,
     .gauss_from_eps = gauss_from_eps_neon,
     .edge_bias = edge_bias_neon,
+    .edge_bias_blocked = gt_edge_bias_blocked_ref,
     .normal_noise = normal_noise_neon,
 };

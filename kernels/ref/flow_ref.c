@@ -99,6 +99,34 @@ static void edge_bias_ref(float *out, const float *e, int C, int H, int W, int r
         for (int64_t i = 0; i < (int64_t)C * H * W; i++) out[i] = out[i] > 0 ? out[i] : 0;
 }
 
+/* Position by position, lane by lane: the truth for the SIMD versions (and
+ * the NEON table's: the blocked layout is x86-only, conv_block). */
+void gt_edge_bias_blocked_ref(float *out, const float *e, int ld, int C, int H, int W, int B, int relu) {
+    const int64_t hw = (int64_t)H * W;
+    for (int c0 = 0; c0 < C; c0 += B) {
+        float *blk = out + (int64_t)(c0 / B) * hw * B;
+        const int nv = C - c0 < B ? C - c0 : B; /* valid lanes of this block */
+        for (int h = 0; h < H; h++) {
+            const int top = h == 0, bottom = h == H - 1;
+            for (int w = 0; w < W; w++) {
+                const int left = w == 0, right = w == W - 1;
+                float *px = blk + ((int64_t)h * W + w) * B;
+                if (top | bottom | left | right)
+                    for (int l = 0; l < nv; l++) {
+                        float v = 0;
+                        for (int ky = 0; ky < 3; ky++)
+                            for (int kx = 0; kx < 3; kx++)
+                                if ((ky == 0 && top) || (ky == 2 && bottom) || (kx == 0 && left) || (kx == 2 && right))
+                                    v += e[(int64_t)(ky * 3 + kx) * ld + c0 + l];
+                        px[l] += v;
+                    }
+                if (relu)
+                    for (int l = 0; l < nv; l++) px[l] = px[l] > 0 ? px[l] : 0;
+            }
+        }
+    }
+}
+
 /* Philox4x32-10 (Salmon et al. 2011): a counter-based generator, so the
  * noise of element j of sample i is a pure function of (seed, i, j). */
 static void philox4x32(const uint32_t ctr_in[4], const uint32_t key_in[2], uint32_t out[4]) {
@@ -145,5 +173,6 @@ const gt_kernels gt_kernels_ref = {
     .gauss_logp = gauss_logp_ref,
     .gauss_from_eps = gauss_from_eps_ref,
     .edge_bias = edge_bias_ref,
+    .edge_bias_blocked = gt_edge_bias_blocked_ref,
     .normal_noise = normal_noise_ref,
 };
