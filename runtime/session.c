@@ -51,7 +51,9 @@ typedef struct conv_plan {
     size_t packed_stride;  /* bytes between chunks of packed weights */
     size_t packed_total;
     struct conv_plan *tap; /* a narrow 3x3 layer run as a 1x1 conv to its 9 taps (see plan_taps) */
-    int h, w, block;       /* a tap plan's image size and channel block */
+    int h, w, block;       /* a tap plan's (or an edge plan's) image size and channel block */
+    const float *edge;     /* a blocked first layer's edge table [9][cout] (in the model), added with
+                            * the ReLU by one pass over each output chunk (see edge_pass) */
     int accumulate;        /* dst += conv (before the ReLU) */
     struct conv_plan *rest; /* a first layer split at its last whole block (see plan_split) */
     float *own_weights;    /* this plan's own copy of its plain weights (a tap plan's
@@ -76,6 +78,7 @@ typedef struct {
 
 /* Everything one image in flight needs. */
 typedef struct {
+    const gt_kernels *k;   /* the session's kernel table */
     float *cur, *nxt;      /* [D] each, ping-pong */
     float *h1, *h2, *hout; /* coupling network / prior activations */
     float *hblk;           /* the network's output in the blocked layout */
@@ -641,8 +644,10 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
             /* The hidden activations stay in oneDNN's blocked layout, where
              * its direct convolutions are fastest; the network's input and
              * output are plain. With a first-layer edge table (openai) the
-             * ReLU must wait for the border, so that case stays plain. */
-            int blk = s->block && !op->t[2] && CONV_CHUNK % s->block == 0;
+             * ReLU must wait for the border: that layer runs without its
+             * ReLU, and one pass over each output chunk adds the table at
+             * the border and applies it (edge_pass). */
+            int blk = s->block && CONV_CHUNK % s->block == 0;
             const arena_mark mark = arena_here(s);
             for (;;) {
                 st->blocked = blk;
@@ -665,6 +670,13 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
                 for (int j = 0; j < 3; j++) plan_free(&st->conv[j]);
                 arena_back(s, mark);  /* the blocked plans' packed weights */
                 blk = 0;
+            }
+            if (blk && op->t[2]) {
+                conv_plan *p = &st->conv[0];
+                p->edge = op->t[2]->data;
+                p->h = H;
+                p->w = W;
+                p->block = s->block;
             }
             for (int j = 0; j < 3; j++)
                 if (st->conv[j].packed || st->conv[j].tap || st->conv[j].rest)
@@ -702,6 +714,7 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
     /* Only as many workers as images can be in flight at once. */
     for (int t = 0; t < s->threads && t < s->max_batch; t++) {
         worker *w = &s->workers[t];
+        w->k = s->k;
         w->cur = alloc_floats(s->D);
         w->nxt = alloc_floats(s->D);
         w->h1 = alloc_floats(hid_max);
@@ -843,11 +856,22 @@ static void run_item(worker *w, const conv_plan *p, int it, int tid, int team, c
     }
 }
 
+/* A blocked first layer with an edge table (p->edge), which ran without its
+ * ReLU: output chunk j gets the table at the border, then the ReLU, on
+ * whichever thread, once the chunk is complete. Element-wise: the bits do
+ * not depend on where or when it runs. */
+static void edge_pass(const worker *w, const conv_plan *p, float *dst, int j) {
+    const int o = j * CONV_CHUNK, n = p->cout - o < CONV_CHUNK ? p->cout - o : CONV_CHUNK;
+    /* o is a multiple of the block: its block starts at o * H * W */
+    w->k->edge_bias_blocked(dst + (int64_t)o * p->h * p->w, p->edge + o, p->cout, n, p->h, p->w, p->block, 1);
+}
+
 /* The items of conv plan p that fall to thread tid of a team of nt (items
  * tid, tid + nt, ...; whatever ran where, each item computes the same), or
  * all of them (nt = 1) on the worker's own thread tid. A split layer
  * (plan_split) adds its rest's chunk j, read from src_rest, right after its
- * own chunk j, on the same thread. */
+ * own chunk j, on the same thread; then, with an edge table and no input
+ * pieces (each item is a whole chunk), the edge pass of the chunk. */
 static void conv_items(worker *w, const conv_plan *p, int tid, int nt, int team, const float *src,
                        const float *src_rest, const float *weights, const float *bias, float *dst, int64_t hw) {
     if (p->own_weights) weights = p->own_weights;
@@ -858,6 +882,7 @@ static void conv_items(worker *w, const conv_plan *p, int tid, int nt, int team,
          * is its tail, after this thread's own tail, in the same place) */
         if (p->rest)
             run_item(w, p->rest, it, tid, team, src_rest, p->rest->own_weights, p->rest->zero_bias, dst, hw);
+        if (p->edge && p->n_pieces == 1) edge_pass(w, p, dst, it);
     }
 }
 
@@ -865,7 +890,8 @@ static void conv_items(worker *w, const conv_plan *p, int tid, int nt, int team,
 static const conv_plan *items_of(const conv_plan *p) { return p->tap ? p->tap : p; }
 
 /* After all items, on one thread: input pieces summed in piece order, then a
- * tap layer's shifted sums. */
+ * tap layer's shifted sums; then, for either, the edge pass (the chunks are
+ * complete only now). */
 static void conv_finish(worker *w, const conv_plan *p, const float *bias, float *dst) {
     const conv_plan *c = items_of(p);
     float *out = p->tap ? w->taps : dst;
@@ -878,6 +904,11 @@ static void conv_finish(worker *w, const conv_plan *p, const float *bias, float 
     if (p->tap) {
         PROF_BEGIN(w);
         sum_taps(w->taps, bias, dst, p->cout, p->h, p->w, p->block);
+        PROF_END(w, p->label);
+    }
+    if (p->edge && (p->tap || c->n_pieces > 1)) {
+        PROF_BEGIN(w);
+        for (int j = 0; j * CONV_CHUNK < p->cout; j++) edge_pass(w, p, dst, j);  /* (a tap plan has no n_chunks) */
         PROF_END(w, p->label);
     }
 }
@@ -942,10 +973,11 @@ static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const g
     /* a split layer's rest: the channels after the whole blocks, plain (see plan_split) */
     const float *xrest = c0->rest ? xplain + (int64_t)c0->cin * hw : NULL;
     float *out = st->blocked ? w->hblk : w->hout;
-    if (par && !op->t[2] && !c0->tap && !c1->tap && c0->n_pieces == 1 && c1->n_pieces == 1) {
+    if (par && (!op->t[2] || st->blocked) && !c0->tap && !c1->tap && c0->n_pieces == 1 && c1->n_pieces == 1) {
         /* One image among the threads: the three layers in one parallel
          * region, a barrier between them, so that the threads are not put
-         * to sleep and woken at each layer. */
+         * to sleep and woken at each layer. (A first layer's edge table is
+         * added by each thread to its own chunks, before the barrier.) */
         double t0 = 0, t1 = 0;
 #pragma omp parallel num_threads(s->threads)
         {
@@ -973,7 +1005,7 @@ static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const g
         conv_finish(w, c2, op->t[6]->data, out);
     } else {
         run_conv(w, wid, par, c0, xa, xrest, op->t[0]->data, op->t[1]->data, w->h1, hw);
-        if (op->t[2]) s->k->edge_bias(w->h1, op->t[2]->data, c0->cout, st->H, st->W, 1);
+        if (op->t[2] && !st->blocked) s->k->edge_bias(w->h1, op->t[2]->data, c0->cout, st->H, st->W, 1);
         run_conv(w, wid, par, c1, w->h1, NULL, op->t[3]->data, op->t[4]->data, w->h2, hw);
         run_conv(w, wid, par, c2, w->h2, NULL, op->t[5]->data, op->t[6]->data, out, hw);
     }
