@@ -772,6 +772,16 @@ def trained_n_bits(ckpt):
     return v if isinstance(v, int) else None
 
 
+QUIET = False
+
+
+def progress(msg):
+    """A progress line on stderr, only for a person watching (a terminal; not with -q):
+    an error stays the one line on stderr that scripts read."""
+    if not QUIET and sys.stderr.isatty():
+        print("export: " + msg, file=sys.stderr, flush=True)
+
+
 def parse_size(s):
     m = re.fullmatch(r"(\d+)(?:x(\d+))?", s)
     if not m:
@@ -817,9 +827,12 @@ def main(argv=None):
     ap.add_argument("--no-check", action="store_true", help="skip the float64 self-check")
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
+    global QUIET
+    QUIET = a.quiet
     try:
         if a.source_format != "openai" and (a.ema or a.label is not None):
             raise ExportError("--ema and --class are for openai checkpoints")
+        progress("reading %s" % a.checkpoint)
         if a.source_format == "openai":
             var, info, hps = load_openai(a.checkpoint, a.ema, a.label)
             known = hps.get("n_bits_x")
@@ -856,6 +869,8 @@ def main(argv=None):
         f = 2 ** info["n_block"]
         if h % f or w % f or h < f or w < f:
             raise ExportError("image size %dx%d not divisible by 2^n_block = %d" % (h, w, f))
+        progress("folding %s: L=%d K=%d width %d, in float64" % (a.source_format, info["n_block"], info["n_flow"],
+                                                                  info["hidden"]))
         if a.source_format == "openai":
             tensors, ops = build_openai(var, info, a.label)
         else:
@@ -878,14 +893,21 @@ def main(argv=None):
                 kv.append(("source.flow_permutation", info["perm"]))
         else:
             kv += train_info(a.checkpoint)
+        progress("writing %s (%d tensors)" % (a.output, len(tensors)))
         size = glowfile.write_glow(a.output, kv, tensors, ops, alignment=a.alignment)
         msg = ""
         if not a.no_check:
+            # The network is convolutional and the edge tables hold the border: an image of
+            # 2 * 2^L pixels (each level >= 2 wide, interiors from level L-2 down) runs every
+            # weight of the file, at a fraction of a big image's float64 cost.
+            ch, cw = min(h, 2 * f), min(w, 2 * f)
+            progress("self-check: the file's plan against the checkpoint's model in float64, 2 images at %dx%d"
+                     % (ch, cw))
             try:
                 if a.source_format == "openai":
-                    d_ll, d_eps = self_check_openai(a.output, var, info, a.label, h, w)
+                    d_ll, d_eps = self_check_openai(a.output, var, info, a.label, ch, cw)
                 else:
-                    d_ll, d_eps = (self_check_y0ast if y0ast else self_check)(a.output, sd, info, h, w)
+                    d_ll, d_eps = (self_check_y0ast if y0ast else self_check)(a.output, sd, info, ch, cw)
             except (ExportError, glowfile.GlowFileError) as e:
                 os.remove(a.output)
                 raise ExportError(str(e))
