@@ -86,6 +86,19 @@ double glowrt_flops(const glowrt_model *model, int height, int width);
 /* bits per dimension of the discrete image from log_p at dimension D. */
 double glowrt_bpd(double log_p, int64_t dim, int n_bits);
 
+/* Pixels <-> model space, as the CLI maps images (for callers that decode
+ * images themselves). pixels_to_model: n images of h x w pixels with cin
+ * interleaved channels (1, 3, or 4 with alpha ignored) -> x [n, model_c, h, w],
+ * model_c 1 or 3 (RGB -> BT.601 luma in libjpeg's fixed point; grey repeated),
+ * x = floor(u / 2^(8 - n_bits)) / 2^n_bits - 0.5 + 0.5 / 2^n_bits.
+ * model_to_pixels: x [n, c, h, w] -> pixels [n, h, w, c] interleaved,
+ * u = floor((x + 0.5) 2^n_bits) 2^(8 - n_bits) clamped to 0..255 (NaN -> 0).
+ * Both return 1 with err set on arguments out of range. */
+int glowrt_pixels_to_model(const uint8_t *pixels, int64_t n, int64_t h, int64_t w, int cin, int model_c,
+                           int n_bits, float *x, char *err);
+int glowrt_model_to_pixels(const float *x, int64_t n, int c, int64_t h, int64_t w, int n_bits, uint8_t *pixels,
+                           char *err);
+
 /* Name of the kernel set in use ("ref", "avx2", "neon"), or, when none can
  * run (a GLOWRT_ISA this CPU or build lacks), why. */
 const char *glowrt_isa(void);

@@ -47,6 +47,7 @@ _ERR_LEN = 512  # GLOWRT_ERR_LEN
 _c_int, _c_i64, _c_u64, _c_dbl, _c_flt, _vp = (ctypes.c_int, ctypes.c_int64, ctypes.c_uint64, ctypes.c_double,
                                                ctypes.c_float, ctypes.c_void_p)
 _f32p, _f64p = ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_double)
+_u8p = ctypes.POINTER(ctypes.c_uint8)
 
 
 class Error(RuntimeError):
@@ -72,6 +73,8 @@ _PROTOTYPES = {
     "glowrt_sample": (_c_int, [_vp, _c_u64, _c_u64, _c_int, _c_flt, _f32p, ctypes.c_char_p]),
     "glowrt_bpd": (_c_dbl, [_c_dbl, _c_i64, _c_int]),
     "glowrt_isa": (ctypes.c_char_p, []),
+    "glowrt_pixels_to_model": (_c_int, [_u8p, _c_i64, _c_i64, _c_i64, _c_int, _c_int, _c_int, _f32p, ctypes.c_char_p]),
+    "glowrt_model_to_pixels": (_c_int, [_f32p, _c_i64, _c_int, _c_i64, _c_i64, _c_int, _u8p, ctypes.c_char_p]),
 }
 _lib = None
 _lib_path = None
@@ -383,14 +386,12 @@ def pixels_to_model(u, n_bits, channels=None):
     c = (1 if cin == 1 else 3) if channels is None else channels
     if c not in (1, 3):
         raise ValueError("channels: %r, expected 1 or 3" % (channels,))
-    if c == 1 and cin > 1:
-        r, g, b = (u[..., k].astype(np.uint32) for k in range(3))
-        u = ((19595 * r + 38470 * g + 7471 * b + 32768) >> 16).astype(np.uint8)[..., None]
-    elif c == 3:
-        u = np.repeat(u, 3, axis=3) if cin == 1 else u[..., :3]
-    nb = float(1 << n_bits)
-    lut = ((np.arange(256) >> (8 - n_bits)) / nb - 0.5 + 0.5 / nb).astype(np.float32)
-    return np.ascontiguousarray(lut[u].transpose(0, 3, 1, 2))
+    u = np.ascontiguousarray(u)
+    n, h, w = u.shape[:3]
+    x = np.empty((n, c, h, w), np.float32)
+    if x.size:  # the CLI's own map (libglowrt), not a copy of it
+        _call(_load().glowrt_pixels_to_model, u.ctypes.data_as(_u8p), n, h, w, cin, c, n_bits, x.ctypes.data_as(_f32p))
+    return x
 
 
 def model_to_pixels(x, n_bits):
@@ -401,8 +402,10 @@ def model_to_pixels(x, n_bits):
         raise ValueError("x: dtype %s, expected floating point" % x.dtype)
     if x.ndim != 4:
         raise ValueError("x: shape %s, expected [N, C, H, W]" % list(x.shape))
-    nb = float(1 << _int("n_bits", n_bits, 1, 8))
-    with np.errstate(invalid="ignore", over="ignore"):
-        v = np.floor((x.astype(np.float32).astype(np.float64) + 0.5) * nb) * (256.0 / nb)
-        u = np.where(v > 0, np.minimum(v, 255.0), 0.0).astype(np.uint8)
-    return np.ascontiguousarray(u.transpose(0, 2, 3, 1))
+    n_bits = _int("n_bits", n_bits, 1, 8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, c, h, w = x.shape
+    u = np.empty((n, h, w, c), np.uint8)
+    if x.size:
+        _call(_load().glowrt_model_to_pixels, x.ctypes.data_as(_f32p), n, c, h, w, n_bits, u.ctypes.data_as(_u8p))
+    return u

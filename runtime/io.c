@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "io.h"
+#include "glowrt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -148,6 +149,32 @@ static void model_to_pixels(const float *x, int64_t c, int64_t h, int64_t w,
             for (int64_t ch = 0; ch < c; ++ch)
                 dst[y * stride + xx * c + ch] =
                     io_model_to_pixel(x[ch * hw + y * w + xx], n_bits);
+}
+
+int glowrt_pixels_to_model(const uint8_t *pixels, int64_t n, int64_t h, int64_t w, int cin, int model_c,
+                           int n_bits, float *x, char *err)
+{
+    if (n < 0 || h < 1 || w < 1 || !(cin == 1 || cin == 3 || cin == 4) || !(model_c == 1 || model_c == 3) ||
+        !valid_bits(n_bits)) {
+        snprintf(err, GLOWRT_ERR_LEN, "pixels_to_model: n %lld, %lldx%lld, %d channels to %d, n_bits %d: out of range",
+                 (long long)n, (long long)h, (long long)w, cin, model_c, n_bits);
+        return 1;
+    }
+    pixels_to_model(pixels, n, h, w, cin, model_c, n_bits, x);
+    return 0;
+}
+
+int glowrt_model_to_pixels(const float *x, int64_t n, int c, int64_t h, int64_t w, int n_bits, uint8_t *pixels,
+                           char *err)
+{
+    if (n < 0 || c < 1 || h < 1 || w < 1 || !valid_bits(n_bits)) {
+        snprintf(err, GLOWRT_ERR_LEN, "model_to_pixels: n %lld, %d channels, %lldx%lld, n_bits %d: out of range",
+                 (long long)n, c, (long long)h, (long long)w, n_bits);
+        return 1;
+    }
+    for (int64_t i = 0; i < n; ++i)
+        model_to_pixels(x + i * c * h * w, c, h, w, n_bits, pixels + i * h * w * c, w * c);
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
