@@ -28,6 +28,10 @@ import numpy as np
 
 PERMS = ("reverse", "shuffle", "invconv")  # openai's --flow_permutation 0, 1, 2
 EMA = "/ExponentialMovingAverage"
+# Variables train.py creates with trainable=False (shuffle_features' int32 indices, the
+# LU variant's P and sign_S): its polyak averaging (optim.polyak: ExponentialMovingAverage
+# over tf.trainable_variables()) gives them no average, so --ema reads them as they are.
+NOT_AVERAGED = ("shuffle/indices", "shuffle/indices_inverse", "invconv/P", "invconv/sign_S")
 
 
 class LayoutError(Exception):
@@ -154,12 +158,13 @@ def infer(shapes, hps=None):
 
 def select(names, info, ema=False):
     """Which stored variable holds each expected one ({expected: stored}): the
-    variable itself, or its polyak average with ema. Refuses what the model does
-    not explain, under "model/" (a different architecture, say)."""
+    variable itself, or its polyak average with ema (but for NOT_AVERAGED ones).
+    Refuses what the model does not explain, under "model/" (a different
+    architecture, say)."""
     want = expected_variables(info)
     out = {}
     for k in want:
-        src = k + EMA if ema else k
+        src = k + EMA if ema and not k.endswith(NOT_AVERAGED) else k
         if src not in names:
             raise LayoutError("missing variable %s%s" % (src, " (--ema: the checkpoint has no polyak averages)"
                                                          if ema and k in names else ""))

@@ -53,6 +53,8 @@ CASES = [
     (3, 2, 1, "affine", "invconv", True, 0, 8, (8, 8), 8, "ema"),
     (3, 2, 2, "additive", "invconv", True, 0, 6, (16, 16), 5, "pixels"),
     (5, 2, 1, "affine", "invconv", True, 0, 64, (8, 8), 8, "prefix"),  # a 20-channel half: whole blocks + rest
+    (3, 2, 1, "additive", "shuffle", True, 0, 5, (8, 8), 8, "ema"),  # indices: int32, never averaged
+    (3, 1, 2, "affine", "lu", False, 0, 6, (8, 8), 8, "ema"),  # P, sign_S: trainable=False, never averaged
 ]
 
 
@@ -77,13 +79,17 @@ def hps_line(info, size, n_bits):
 
 
 def save_openai(var, d, seed, hps=None):
-    """As train.py's saver.save(sess, d/model_best_loss.ckpt): every variable, their
-    polyak averages (different values), optimizer slots; a `checkpoint` file."""
+    """As train.py's saver.save(sess, d/model_best_loss.ckpt): every variable, the
+    polyak averages (different values) of the trainable ones (not shuffle indices,
+    LU's P and sign_S) with their zero-debias state (optim.polyak: zero_debias=True),
+    optimizer slots; a `checkpoint` file."""
     rng = np.random.RandomState(seed)
     arrays = dict(var)
     for k, v in var.items():
-        if v.dtype.kind == "f":
+        if not k.endswith(glow_openai.NOT_AVERAGED):
             arrays[k + glow_openai.EMA] = (v + 0.01 * rng.randn(*v.shape)).astype(np.float32)
+            arrays[k + glow_openai.EMA + "/biased"] = np.zeros(v.shape, np.float32)
+            arrays[k + glow_openai.EMA + "/local_step"] = np.float32(1000.0)
     for j, v in enumerate(list(var.values())[:5]):
         arrays["Variable_%d" % (j + 1)] = np.zeros(v.shape, np.float32)  # optimizer slots
     arrays["Variable"] = np.float32(7.0)  # adam_t
@@ -188,7 +194,8 @@ def bad_checkpoints(work):
     def flip_data(prefix):  # a weight's bytes changed on disk: the tensor's crc32c no longer matches
         path = prefix + ".data-00000-of-00001"
         b = bytearray(open(path, "rb").read())
-        b[len(b) // 2] ^= 0x40
+        e = tfckpt._load_index(prefix)[0]["model/prior/p/W"]
+        b[e["offset"] + e["size"] // 2] ^= 0x40
         open(path, "wb").write(bytes(b))
 
     def cut_index(prefix):
