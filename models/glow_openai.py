@@ -143,7 +143,10 @@ def infer(shapes, hps=None):
         perm = "shuffle"
     else:
         perm = "reverse"
-    n_y = shapes.get("model/prior/y_emb/W", (0,))[0]
+    ky = "model/prior/y_emb/W"
+    if ky in shapes and len(shapes[ky]) != 2:
+        raise LayoutError("%s has shape %s" % (ky, shapes[ky]))
+    n_y = shapes.get(ky, (0,))[0]
     info = dict(in_channels=c_in, n_levels=n_levels, depth=depth, width=width, affine=affine, perm=perm,
                 learntop="model/prior/p/W" in shapes, n_y=n_y)
     checks = [("n_levels", n_levels), ("depth", depth), ("width", width),

@@ -178,6 +178,7 @@ def bad_checkpoints(work):
     make("ycond without --class", cond, "class-conditional")
     make("--class on an unconditional model", var, "not class-conditional",
          extra=("--n-bits", "8", "--image-size", "8", "--class", "1"))
+    make("scalar class embedding", dict(var, **{"model/prior/y_emb/W": np.float32(1.0)}), "y_emb/W")
     make("--class out of range", cond, "has 3 classes", extra=("--n-bits", "8", "--image-size", "8", "--class", "3"))
     make("no --n-bits, no train.txt", var, "--n-bits is required", extra=("--image-size", "8"))
     make("train.txt contradicts", var, "train.txt says", extra=(),
