@@ -637,7 +637,10 @@ def build_openai(var, info, label=None):
             W, logdet_w = openai_perm_matrix(var, p, info["perm"], C)
             A = W @ np.diag(s)
             b = W @ (s * var[p + "actnorm_center/b"].reshape(-1))
-            A_inv = np.linalg.inv(A)
+            try:  # (exactly singular: a zero sign_S, or an actnorm scale exp(3 logs) that underflows)
+                A_inv = np.linalg.inv(A)
+            except np.linalg.LinAlgError:
+                A_inv = np.full_like(A, np.nan)
             if not np.all(np.isfinite(A_inv)):
                 raise ExportError("%s: 1x1 conv not invertible" % p)
             ops.append((OP_AFFINE, [C], [float(np.sum(logs) + logdet_w)],

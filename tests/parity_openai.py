@@ -191,6 +191,11 @@ def bad_checkpoints(work):
     sh = glow_openai.random_variables(dict(info, perm="shuffle"), 8, 8, seed=7)
     sh["model/1/0/shuffle/indices"] = np.zeros_like(sh["model/1/0/shuffle/indices"])
     make("shuffle indices not a permutation", sh, "not a permutation")
+    lu = glow_openai.random_variables(dict(info, perm="lu"), 8, 8, seed=8)
+    lu["model/1/0/invconv/sign_S"] = np.zeros_like(lu["model/1/0/invconv/sign_S"])
+    make("singular LU 1x1 conv (sign_S 0)", lu, "not invertible")
+    make("actnorm scale exp(3 logs) = 0", dict(var, **{"model/0/0/actnorm_scale/logs": np.full(
+        var["model/0/0/actnorm_scale/logs"].shape, -400.0, np.float32)}), "not invertible")
 
     def flip_data(prefix):  # a weight's bytes changed on disk: the tensor's crc32c no longer matches
         path = prefix + ".data-00000-of-00001"
