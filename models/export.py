@@ -838,9 +838,16 @@ def main(argv=None):
         progress("reading %s" % a.checkpoint)
         if a.source_format == "openai":
             var, info, hps = load_openai(a.checkpoint, a.ema, a.label)
-            known = hps.get("n_bits_x")
-            if a.image_size is None and isinstance(hps.get("image_size"), int) and hps["image_size"] > 0:
-                a.image_size = str(hps["image_size"])
+            # train.py writes both as positive ints; anything else is not its train.txt
+            known, size = hps.get("n_bits_x"), hps.get("image_size")
+            if known is not None and (type(known) is not int or not 1 <= known <= 8):
+                raise ExportError("train.txt beside the checkpoint: n_bits_x %.40s is not an integer in 1..8"
+                                  % repr(known))
+            if a.image_size is None and size is not None:
+                if type(size) is not int or size < 1:
+                    raise ExportError("train.txt beside the checkpoint: image_size %.40s is not a positive integer "
+                                      "(give --image-size)" % repr(size))
+                a.image_size = str(size)
         else:
             known = trained_n_bits(a.checkpoint)
         if a.image_size is None:

@@ -46,7 +46,7 @@ def logdir_hps(ckpt_prefix):
         try:
             with open(os.path.join(d, name)) as f:
                 h = json.loads(f.readline())
-        except (OSError, ValueError, UnicodeDecodeError):
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # (json: nested too deep)
             continue
         if isinstance(h, dict) and "n_bits_x" in h:
             return h

@@ -184,6 +184,16 @@ def bad_checkpoints(work):
     make("train.txt contradicts", var, "train.txt says", extra=(),
          hps=hps_line(dict(info, depth=2), 8, 8))
     make("--n-bits contradicts train.txt", var, "contradicts", extra=("--n-bits", "5"), hps=hps_line(info, 8, 8))
+
+    def hps_with(**kw):  # train.txt's first line with some values replaced
+        return json.dumps(dict(json.loads(hps_line(info, 8, 8)), **kw)) + "\n"
+
+    make("train.txt n_bits_x true", var, "n_bits_x", extra=(), hps=hps_with(n_bits_x=True))
+    make("train.txt n_bits_x a string", var, "n_bits_x", extra=("--n-bits", "8"), hps=hps_with(n_bits_x="8"))
+    make("train.txt n_bits_x 9", var, "n_bits_x", extra=(), hps=hps_with(n_bits_x=9))
+    make("train.txt image_size a string", var, "image_size", extra=(), hps=hps_with(image_size="8"))
+    make("train.txt nested 10^5 deep", var, "--n-bits is required", extra=("--image-size", "8"),
+         hps="[" * 100000 + "\n")
     inf = dict(var)
     inf["model/0/0/f1/l_2/W"] = inf["model/0/0/f1/l_2/W"].copy()
     inf["model/0/0/f1/l_2/W"][0, 0, 1, 2] = np.inf
