@@ -37,6 +37,11 @@ EXPORTER_VERSION = "1.0.0"
 LU_KEYS = ("w_p", "u_mask", "l_mask", "s_sign", "l_eye", "w_l", "w_s", "w_u")
 
 
+# glow.image_height / glow.image_width: the runtime loads files whose default size is at most this
+# (runtime/model.c); it runs images up to 16384 a side.
+MAX_IMAGE_SIDE = 1 << 16
+
+
 class ExportError(Exception):
     pass
 
@@ -869,6 +874,9 @@ def main(argv=None):
         if not 1 <= a.n_bits <= 8:
             raise ExportError("--n-bits must be 1..8")
         h, w = parse_size(a.image_size)
+        if not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE):
+            raise ExportError("image size %.24sx%.24s is out of range (1..%d: glowrt refuses to load beyond)"
+                              % (h, w, MAX_IMAGE_SIDE))
         y0ast = a.source_format in ("y0ast", "chaiyujin")
         if a.source_format == "openai":
             info = dict(info, n_block=info["n_levels"], n_flow=info["depth"], hidden=info["width"],

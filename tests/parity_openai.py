@@ -192,6 +192,8 @@ def bad_checkpoints(work):
     make("train.txt n_bits_x a string", var, "n_bits_x", extra=("--n-bits", "8"), hps=hps_with(n_bits_x="8"))
     make("train.txt n_bits_x 9", var, "n_bits_x", extra=(), hps=hps_with(n_bits_x=9))
     make("train.txt image_size a string", var, "image_size", extra=(), hps=hps_with(image_size="8"))
+    make("train.txt image_size 2^40", var, "out of range", extra=(), hps=hps_with(image_size=2 ** 40))
+    make("--image-size 2^70", var, "out of range", extra=("--n-bits", "8", "--image-size", str(2 ** 70)))
     make("train.txt nested 10^5 deep", var, "--n-bits is required", extra=("--image-size", "8"),
          hps="[" * 100000 + "\n")
     inf = dict(var)
