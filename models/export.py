@@ -40,6 +40,7 @@ LU_KEYS = ("w_p", "u_mask", "l_mask", "s_sign", "l_eye", "w_l", "w_s", "w_u")
 # glow.image_height / glow.image_width: the runtime loads files whose default size is at most this
 # (runtime/model.c); it runs images up to 16384 a side.
 MAX_IMAGE_SIDE = 1 << 16
+MAX_ALIGNMENT = 1 << 20  # the header's alignment, likewise
 
 
 class ExportError(Exception):
@@ -840,6 +841,9 @@ def main(argv=None):
     try:
         if a.source_format != "openai" and (a.ema or a.label is not None):
             raise ExportError("--ema and --class are for openai checkpoints")
+        if not (64 <= a.alignment <= MAX_ALIGNMENT and a.alignment & (a.alignment - 1) == 0):
+            raise ExportError("--alignment %d: a power of two from 64 to %d (what glowrt loads)"
+                              % (a.alignment, MAX_ALIGNMENT))
         progress("reading %s" % a.checkpoint)
         if a.source_format == "openai":
             var, info, hps = load_openai(a.checkpoint, a.ema, a.label)

@@ -194,6 +194,9 @@ def bad_checkpoints(work):
     make("train.txt image_size a string", var, "image_size", extra=(), hps=hps_with(image_size="8"))
     make("train.txt image_size 2^40", var, "out of range", extra=(), hps=hps_with(image_size=2 ** 40))
     make("--image-size 2^70", var, "out of range", extra=("--n-bits", "8", "--image-size", str(2 ** 70)))
+    make("--alignment 3", var, "alignment", extra=("--n-bits", "8", "--image-size", "8", "--alignment", "3"))
+    make("--alignment 2^21", var, "alignment", extra=("--n-bits", "8", "--image-size", "8", "--alignment",
+                                                       str(2 ** 21)))
     make("train.txt nested 10^5 deep", var, "--n-bits is required", extra=("--image-size", "8"),
          hps="[" * 100000 + "\n")
     inf = dict(var)
