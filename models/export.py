@@ -643,6 +643,8 @@ def build_openai(var, info, label=None):
             W, logdet_w = openai_perm_matrix(var, p, info["perm"], C)
             A = W @ np.diag(s)
             b = W @ (s * var[p + "actnorm_center/b"].reshape(-1))
+            if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
+                raise ExportError("%s: the actnorm folded into the 1x1 conv overflows" % p)
             try:  # (exactly singular: a zero sign_S, or an actnorm scale exp(3 logs) that underflows)
                 A_inv = np.linalg.inv(A)
             except np.linalg.LinAlgError:
@@ -893,10 +895,18 @@ def main(argv=None):
             raise ExportError("image size %dx%d not divisible by 2^n_block = %d" % (h, w, f))
         progress("folding %s: L=%d K=%d width %d, in float64" % (a.source_format, info["n_block"], info["n_flow"],
                                                                   info["hidden"]))
-        if a.source_format == "openai":
-            tensors, ops = build_openai(var, info, a.label)
-        else:
-            tensors, ops = build_y0ast(sd, info) if y0ast else build_rosinality(sd, info)
+        with np.errstate(all="ignore"):  # (what overflows is refused below, in one line)
+            if a.source_format == "openai":
+                tensors, ops = build_openai(var, info, a.label)
+            else:
+                tensors, ops = build_y0ast(sd, info) if y0ast else build_rosinality(sd, info)
+            for name, arr in tensors:
+                if not np.all(np.isfinite(np.asarray(arr, dtype=np.float32))):
+                    raise ExportError("tensor %s is not finite in float32 once folded (weights or scales too "
+                                      "large)" % name)
+            for op in ops:
+                if not all(np.isfinite(op[2])):
+                    raise ExportError("plan op %s: log-det not finite once folded" % glowfile.OP_NAMES[op[0]])
         kv = [("glow.in_channels", info["in_channels"]), ("glow.image_height", h), ("glow.image_width", w),
               ("glow.n_levels", info["n_block"]), ("glow.n_flow", info["n_flow"]),
               ("glow.hidden", info["hidden"]), ("glow.coupling", "affine" if info["affine"] else "additive"),

@@ -194,6 +194,13 @@ def bad_checkpoints(work):
     make("train.txt image_size a string", var, "image_size", extra=(), hps=hps_with(image_size="8"))
     make("train.txt image_size 2^40", var, "out of range", extra=(), hps=hps_with(image_size=2 ** 40))
     make("--image-size 2^70", var, "out of range", extra=("--n-bits", "8", "--image-size", str(2 ** 70)))
+    big = dict(var, **{"model/0/0/f1/l_1/actnorm_scale/logs": np.full(
+        var["model/0/0/f1/l_1/actnorm_scale/logs"].shape, 40.0, np.float32)})  # exp(120): beyond float32
+    make("folded weights overflow float32 (--no-check)", big, "float32",
+         extra=("--n-bits", "8", "--image-size", "8", "--no-check"))
+    huge = dict(var, **{"model/0/0/actnorm_scale/logs": np.full(
+        var["model/0/0/actnorm_scale/logs"].shape, 400.0, np.float32)})  # exp(1200): beyond float64
+    make("actnorm scale overflows float64", huge, "overflows")
     make("--alignment 3", var, "alignment", extra=("--n-bits", "8", "--image-size", "8", "--alignment", "3"))
     make("--alignment 2^21", var, "alignment", extra=("--n-bits", "8", "--image-size", "8", "--alignment",
                                                        str(2 ** 21)))
