@@ -365,7 +365,11 @@ def read_variables(prefix, names=None, verify_crc=True):
             if e["offset"] + e["size"] > file_size:
                 raise CheckpointError("%s: %r at [%d, +%d) lies past the end (%d bytes): truncated"
                                       % (path, name, e["offset"], e["size"], file_size))
-            arr = np.empty(e["shape"], e["np"])
+            try:
+                arr = np.empty(e["shape"], e["np"])
+            except ValueError:  # more dimensions than numpy's arrays have (32 in numpy 1.x)
+                raise CheckpointError("%s.index: %r: shape %s has more dimensions than numpy supports"
+                                      % (prefix, name, list(e["shape"]))) from None
             raw = arr.reshape(-1).view(np.uint8)
             f.seek(e["offset"])
             if e["size"] and f.readinto(raw) != e["size"]:

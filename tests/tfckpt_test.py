@@ -342,6 +342,7 @@ def entries():
             "size": ([(b"x", entry(size=12))], None), "neg dim": ([(b"x", entry(dims=(-1, 2), size=0))], None),
             "absurd": ([(b"x", entry(dims=(1 << 40, 1 << 40), size=0))], None),
             "too many dims": ([(b"x", entry(dims=(1,) * 65, size=4))], None),
+            "33 dims": ([(b"x", entry(dims=(1,) * 32 + (2,), data=x.tobytes()))], None),  # numpy holds 32
             "unknown rank": ([(b"x", entry(dims=(), size=4) + F(2, 2, F(3, 0, 1)))], None),
             "wire type": ([(b"x", entry() + F(4, 2, b"1"))], None), "crc wire": ([(b"x", F(6, 0, 1))], None),
             "group": ([(b"x", entry() + bytes([(9 << 3) | 3]))], None),
