@@ -576,6 +576,13 @@ def load_openai(path, ema=False, label=None):
     for k in var:
         if k.endswith("indices") and not np.array_equal(np.argsort(var[k]), var[k + "_inverse"]):
             raise ExportError("%s_inverse does not invert %s" % (sel[k], sel[k]))
+        # the LU variant's log-det is sum(log_S), true only for a permutation P and signs of +-1
+        # (untrainable in upstream, so always so in its checkpoints; else log_p is no density)
+        if k.endswith("invconv/P") and not (np.all((var[k] == 0) | (var[k] == 1))
+                                            and np.all(var[k].sum(0) == 1) and np.all(var[k].sum(1) == 1)):
+            raise ExportError("%s is not a permutation matrix" % sel[k])
+        if k.endswith("invconv/sign_S") and not np.all(np.abs(var[k]) == 1):
+            raise ExportError("%s is not all +-1" % sel[k])
     return var, dict(info, prefix=prefix), hps
 
 

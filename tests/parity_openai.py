@@ -214,8 +214,16 @@ def bad_checkpoints(work):
     sh["model/1/0/shuffle/indices"] = np.zeros_like(sh["model/1/0/shuffle/indices"])
     make("shuffle indices not a permutation", sh, "not a permutation")
     lu = glow_openai.random_variables(dict(info, perm="lu"), 8, 8, seed=8)
-    lu["model/1/0/invconv/sign_S"] = np.zeros_like(lu["model/1/0/invconv/sign_S"])
-    make("singular LU 1x1 conv (sign_S 0)", lu, "not invertible")
+    lu["model/1/0/invconv/U"] = np.zeros_like(lu["model/1/0/invconv/U"])
+    lu["model/1/0/invconv/log_S"] = np.full_like(lu["model/1/0/invconv/log_S"], -1000.0)  # exp: 0
+    make("singular LU 1x1 conv (exp(log_S) = 0)", lu, "not invertible")
+    # upstream's log-det is sum(log_S): true only for a permutation P and signs of +-1
+    lu = glow_openai.random_variables(dict(info, perm="lu"), 8, 8, seed=8)
+    lu["model/0/0/invconv/P"] = lu["model/0/0/invconv/P"] * 2.0
+    make("LU P not a permutation matrix", lu, "invconv/P")
+    lu = glow_openai.random_variables(dict(info, perm="lu"), 8, 8, seed=8)
+    lu["model/1/0/invconv/sign_S"] = lu["model/1/0/invconv/sign_S"] * 0.5
+    make("LU sign_S not +-1", lu, "invconv/sign_S")
     make("actnorm scale exp(3 logs) = 0", dict(var, **{"model/0/0/actnorm_scale/logs": np.full(
         var["model/0/0/actnorm_scale/logs"].shape, -400.0, np.float32)}), "not invertible")
 
