@@ -199,6 +199,18 @@ def lu_matrix(sd, p):
     return g("w_p") @ lower @ upper, float(np.sum(g("w_s")))
 
 
+def invert(A, p):
+    """A^-1 of step p's folded 1x1 conv; ExportError where there is none (exactly
+    singular, as where an exp() of a scale underflows to 0, or not finite)."""
+    try:
+        A_inv = np.linalg.inv(A)
+    except np.linalg.LinAlgError:
+        A_inv = None
+    if A_inv is None or not np.all(np.isfinite(A_inv)):
+        raise ExportError("%s: 1x1 conv not invertible" % p)
+    return A_inv
+
+
 def edge_table(w):
     """rosinality pad-with-1: edge[3*ky+kx][o] = sum_i w[o][i][ky][kx]; w [O, I, 3, 3]."""
     return w.sum(1).reshape(w.shape[0], 9).T.copy()
@@ -242,11 +254,9 @@ def build_rosinality(sd, info):
                 raise ExportError("%sactnorm.scale has zeros" % p)
             A = W @ np.diag(scale)
             b = W @ (scale * loc)
-            A_inv = np.linalg.inv(A)
+            A_inv = invert(A, p)
             b_inv = -A_inv @ b
             logdet_px = float(np.sum(np.log(np.abs(scale))) + logdet_w)
-            if not np.all(np.isfinite(A_inv)):
-                raise ExportError("%s: 1x1 conv not invertible" % p)
             ops.append((OP_AFFINE, [C], [logdet_px],
                         [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv), add(pre + "b_inv", b_inv)]))
             q = p + "coupling.net."
@@ -509,9 +519,7 @@ def build_y0ast(sd, info):
                 b = b + c0 * A.sum(axis=1)
                 A = a * A
                 logdet_w += C * np.log(a)
-            A_inv = np.linalg.inv(A)
-            if not np.all(np.isfinite(A_inv)):
-                raise ExportError("%s: 1x1 conv not invertible" % p)
+            A_inv = invert(A, p)
             ops.append((OP_AFFINE, [C], [float(np.sum(logs) + logdet_w)],
                         [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv),
                          add(pre + "b_inv", -A_inv @ b)]))
@@ -652,12 +660,7 @@ def build_openai(var, info, label=None):
             b = W @ (s * var[p + "actnorm_center/b"].reshape(-1))
             if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
                 raise ExportError("%s: the actnorm folded into the 1x1 conv overflows" % p)
-            try:  # (exactly singular: a zero sign_S, or an actnorm scale exp(3 logs) that underflows)
-                A_inv = np.linalg.inv(A)
-            except np.linalg.LinAlgError:
-                A_inv = np.full_like(A, np.nan)
-            if not np.all(np.isfinite(A_inv)):
-                raise ExportError("%s: 1x1 conv not invertible" % p)
+            A_inv = invert(A, p)
             ops.append((OP_AFFINE, [C], [float(np.sum(logs) + logdet_w)],
                         [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv),
                          add(pre + "b_inv", -A_inv @ b)]))

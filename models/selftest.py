@@ -105,6 +105,15 @@ def main():
     del sd2["blocks.1.prior.scale"]
     refused("missing key", sd2)
     refused("inconsistent shape", dict(sd, **{"blocks.0.flows.0.coupling.net.0.bias": torch.zeros(7)}))
+    # a singular folded 1x1 conv: exp(w_s) underflows to 0 (numpy's inv raised LinAlgError)
+    refused("singular LU 1x1 conv", dict(sd, **{"blocks.0.flows.0.invconv.w_s": torch.full((4,), -1000.0)}))
+    import glow_y0ast
+    y0 = dict(glow_y0ast.random_model(1, 8, 1, 2, seed=1).state_dict())
+    y0["flow.layers.1.actnorm.logs"] = torch.full_like(y0["flow.layers.1.actnorm.logs"], -800.0)  # exp: 0
+    p = os.path.join(tmp, "y0.pt")
+    torch.save(y0, p)
+    check("refuses a y0ast singular 1x1 step", export_quiet(["y0ast", p, "-o", out, "--image-size", "8", "--n-bits",
+                                                            "8", "-q"]) == 2 and not os.path.exists(out))
 
     # files that are not checkpoints, and an output that cannot be written: exit 2, no traceback
     good_pt = os.path.join(tmp, "good.pt")
