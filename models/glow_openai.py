@@ -43,8 +43,11 @@ def logdir_hps(ckpt_prefix):
     in the checkpoint's directory, a JSON dict (ResultLogger). {} when absent."""
     d = os.path.dirname(os.path.abspath(ckpt_prefix))
     for name in ("train.txt", "test.txt"):
+        path = os.path.join(d, name)
+        if not os.path.isfile(path):  # (a named pipe would block open() for ever)
+            continue
         try:
-            with open(os.path.join(d, name)) as f:
+            with open(path) as f:
                 h = json.loads(f.readline())
         except (OSError, ValueError, UnicodeDecodeError, RecursionError):  # (json: nested too deep)
             continue

@@ -12,8 +12,10 @@ checksums (masked crc32c per table block and per tensor) are verified. Every
 malformed input raises CheckpointError with one line naming the file.
 Pure Python + numpy; used by models/export.py (source `openai`).
 """
+import errno
 import os
 import re
+import stat
 import struct
 import sys
 
@@ -249,11 +251,24 @@ def _parse_entry(name, buf, num_shards):
     return e
 
 
+def _open_regular(path):
+    """path opened for reading, refused unless a regular file: a named pipe that
+    nothing writes to would block open() (or read()) for ever."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _load_index(prefix):
     """(entries {name: dict}, num_shards) from PREFIX.index."""
     path = prefix + ".index"
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             if os.fstat(f.fileno()).st_size > _MAX_INDEX:
                 raise CheckpointError("%s: over %d bytes, not a checkpoint index" % (path, _MAX_INDEX))
             buf = f.read()
@@ -313,7 +328,7 @@ def _unescape(b):
 def _prefix_in_dir(d):
     state = os.path.join(d, "checkpoint")
     try:
-        with open(state, "rb") as f:
+        with _open_regular(state) as f:
             m = re.search(rb'^\s*model_checkpoint_path\s*:\s*"((?:[^"\\\n]|\\.)*)"', f.read(1 << 20), re.M)
     except OSError:
         m = None
@@ -357,7 +372,7 @@ def read_variables(prefix, names=None, verify_crc=True):
             path = _data_path(prefix, e["shard"], num_shards)
             if path not in files:
                 try:
-                    files[path] = open(path, "rb")
+                    files[path] = _open_regular(path)
                 except OSError as err:
                     raise CheckpointError("%s: cannot read (%s)" % (path, err.strerror or err)) from None
             f = files[path]

@@ -243,6 +243,8 @@ def bad_checkpoints(work):
         os.remove(prefix + ".data-00000-of-00001")
 
     make("corrupt data file", var, "crc", damage=flip_data)
+    make("train.txt a named pipe", var, "--n-bits is required", extra=("--image-size", "8"),
+         damage=lambda prefix: os.mkfifo(os.path.join(os.path.dirname(prefix), "train.txt")))  # not waited on
     make("truncated index", var, ".index", damage=cut_index)
     make("missing data file", var, ".data-00000-of-00001", damage=no_data)
     garbage = os.path.join(work, "garbage.ckpt.index")

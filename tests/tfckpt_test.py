@@ -295,6 +295,19 @@ def resolve():
         empty = os.path.join(d, "empty")
         os.mkdir(empty)
         expect_error(lambda: tfckpt.resolve_prefix(empty), empty)
+        # named pipes that nothing writes to: refused or passed over, never waited on
+        fifo = os.path.join(d, "fifo")
+        os.mkdir(fifo)
+        q = os.path.join(fifo, "m.ckpt")
+        tfckpt.write_checkpoint(q, {"a": np.ones(3, np.float32)})
+        os.mkfifo(os.path.join(fifo, "checkpoint"))
+        assert tfckpt.resolve_prefix(fifo) == q
+        os.remove(q + ".data-00000-of-00001")
+        os.mkfifo(q + ".data-00000-of-00001")
+        expect_error(lambda: tfckpt.read_variables(q), q + ".data-00000-of-00001")
+        os.remove(q + ".index")
+        os.mkfifo(q + ".index")
+        expect_error(lambda: tfckpt.list_variables(q), q + ".index")
 
 
 # ---- hand-made entries -------------------------------------------------------------------
