@@ -851,6 +851,10 @@ def main(argv=None):
     global QUIET
     QUIET = a.quiet
     try:
+        out = os.path.realpath(a.output)
+        if os.path.exists(out) and not os.path.isfile(out):
+            raise ExportError("%s: exists and is not a regular file (a device, a pipe or a directory): "
+                              "the output is written beside it and renamed over it" % a.output)
         if a.source_format != "openai" and (a.ema or a.label is not None):
             raise ExportError("--ema and --class are for openai checkpoints")
         if not (64 <= a.alignment <= MAX_ALIGNMENT and a.alignment & (a.alignment - 1) == 0):
@@ -958,8 +962,9 @@ def main(argv=None):
         if isinstance(e, OSError) and not isinstance(e, ExportError):
             e = "%s: %s" % (e.filename or a.output, e.strerror or e)
         print("export: error: %s" % e, file=sys.stderr)
-        if os.path.exists(a.output + ".tmp"):
-            os.remove(a.output + ".tmp")
+        tmp = os.path.realpath(a.output) + ".tmp"
+        if os.path.isfile(tmp):
+            os.remove(tmp)
         return 2
     if not a.quiet:
         print("wrote %s: %d bytes, %d tensors, %d ops (C=%d L=%d K=%d hidden=%d %s %s)%s"

@@ -12,6 +12,7 @@ Used by models/export.py (self-check) and by the tests. Pure Python + numpy
 """
 import math
 import os
+import errno
 import functools
 import struct
 import sys
@@ -199,6 +200,13 @@ def write_glow(path, kv, tensors, ops, alignment=64):
                      HEADER_SIZE, meta_size, data_offset, data_size)
     crc = crc32c(bytes(meta), crc32c(bytes(hdr[:124])))
     struct.pack_into("<I", hdr, 124, crc)
+    # Written beside the output, then renamed over it: a link is written through
+    # (its target replaced, not the link), and an output that is not a regular
+    # file (a device, a pipe) is refused, which the rename would replace.
+    if os.path.islink(path):
+        path = os.path.realpath(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OSError(errno.EEXIST, "exists and is not a regular file", path)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(hdr)

@@ -9,6 +9,7 @@ Prints 'N passed, N failed', exit 1 on failure.
 """
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,17 @@ def main():
     check("refuses an output it cannot write",
           export_quiet(["rosinality", good_pt, "-o", os.path.join(tmp, "no", "dir", "m.glow"), "--image-size", "8",
                         "--n-bits", "8", "-q"]) == 2)
+
+    # an output that is a pipe (or a device) is refused, not replaced by the rename; a link is written through
+    fifo = os.path.join(tmp, "fifo.glow")
+    os.mkfifo(fifo)
+    check("refuses an output that is a pipe, and leaves it",
+          export_quiet(["rosinality", good_pt, "-o", fifo, "--image-size", "8", "--n-bits", "8", "-q"]) == 2 and
+          stat.S_ISFIFO(os.lstat(fifo).st_mode))
+    target, link = os.path.join(tmp, "target.glow"), os.path.join(tmp, "link.glow")
+    os.symlink(target, link)
+    rc = export_quiet(["rosinality", good_pt, "-o", link, "--image-size", "8", "--n-bits", "8", "-q"])
+    check("writes through a link to the output", rc == 0 and os.path.islink(link) and os.path.isfile(target))
 
     # n_bits: required (a state_dict does not record it) unless train.py's progress.json says it
     nb = os.path.join(tmp, "nbits")
