@@ -31,6 +31,7 @@ the GIL during each call. libgomp does not survive fork(): a forked child
 that computes after its parent has hangs, so worker processes should use
 multiprocessing's 'spawn' or 'forkserver' start method.
 """
+import contextlib
 import ctypes
 import glob
 import os
@@ -205,6 +206,9 @@ class Model:
         h = _vp()
         _call(lib.glowrt_model_load, os.fsencode(self.path), ctypes.byref(h))
         self._h = h
+        # calls inside the C library on this model (verify, dim_at, session creation) in any thread:
+        # close() waits for them to leave before it frees the model, and refuses new ones
+        self._cv, self._users = threading.Condition(), [0]
         self._fin = weakref.finalize(self, lib.glowrt_model_free, h)
         self._sessions = weakref.WeakSet()
         if verify:
@@ -219,24 +223,40 @@ class Model:
             setattr(self, k, int(getattr(info, k)))
         self.dim = self.dim_at(self.height, self.width)
 
-    def _handle(self):
-        if not self._fin.alive:
-            raise ValueError("model %s is closed" % self.path)
-        return self._h
+    @contextlib.contextmanager
+    def _using(self):
+        """The model's handle for a call into the library; close() waits until the call is over."""
+        with self._cv:
+            if not self._fin.alive:
+                raise ValueError("model %s is closed" % self.path)
+            self._users[0] += 1
+        try:
+            yield self._h
+        finally:
+            with self._cv:
+                self._users[0] -= 1
+                self._cv.notify_all()
 
     def verify(self):
         """Checks every tensor's CRC and that its values are finite (glowrt_model_verify); raises Error if not."""
-        _call(_lib.glowrt_model_verify, self._handle())
+        with self._using() as h:
+            _call(_lib.glowrt_model_verify, h)
 
     def dim_at(self, height, width):
         """Latent dimensions C*H*W at image size height x width."""
-        return int(_lib.glowrt_dim(self._handle(), int(height), int(width)))
+        with self._using() as h:
+            return int(_lib.glowrt_dim(h, int(height), int(width)))
 
     def close(self):
-        """Frees the model and closes its sessions (idempotent)."""
-        for s in list(self._sessions):
-            s.close()
-        self._fin()
+        """Frees the model and closes its sessions (idempotent). Waits for calls on the model in
+        other threads (verify, a session being created, a session's call) to finish."""
+        with self._cv:
+            if not self._fin.alive:
+                return
+            self._cv.wait_for(lambda: self._users[0] == 0)
+            for s in list(self._sessions):
+                s.close()
+            self._fin()
 
     @property
     def info(self):
@@ -274,18 +294,18 @@ class Session:
     def __init__(self, model, batch=16, threads=0, height=None, width=None):
         if not isinstance(model, Model):
             raise TypeError("model: expected a glowrt.Model, got %s" % type(model).__name__)
-        mh = model._handle()
         self.model, self.channels = model, model.in_channels
         self.batch = _int("batch", batch, 1, 1 << 20)
         self.threads = _int("threads", threads, -(1 << 31), (1 << 31) - 1)
         self.height = model.height if height is None else _int("height", height, 1, 16384)
         self.width = model.width if width is None else _int("width", width, 1, 16384)
-        h = _vp()
-        _call(_lib.glowrt_session_create, mh, self.batch, self.height, self.width, self.threads, ctypes.byref(h))
-        self._h, self._lock = h, threading.Lock()
-        self._fin = weakref.finalize(self, _free_session, _lib, h, model)
-        model._sessions.add(self)
-        self.dim = model.dim_at(self.height, self.width)
+        with model._using() as mh:  # model.close() in another thread waits for this
+            h = _vp()
+            _call(_lib.glowrt_session_create, mh, self.batch, self.height, self.width, self.threads, ctypes.byref(h))
+            self._h, self._lock = h, threading.Lock()
+            self._fin = weakref.finalize(self, _free_session, _lib, h, model)
+            model._sessions.add(self)
+            self.dim = int(_lib.glowrt_dim(mh, self.height, self.width))
         self.shape = (self.channels, self.height, self.width)
 
     def close(self):

@@ -284,6 +284,29 @@ try:
     s1.close()
     raises("closed session -> ValueError", ValueError, s1.sample, 1)
 
+    # --- Model.close() while another thread is inside verify() or creating a session: close waits
+    # for the call, later ones are refused (a crash in a subprocess, not here, if not)
+    code = """import sys, threading, glowrt
+for it in range(300):
+    m = glowrt.Model(sys.argv[1])
+    def busy(m=m):
+        try:
+            while True:
+                m.verify()
+                glowrt.Session(m, batch=1, threads=1)
+        except ValueError:
+            pass
+    t = threading.Thread(target=busy)
+    t.start()
+    m.close()
+    t.join()
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code, rgb_path], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python")))
+    check("Model.close() racing verify() / Session() in another thread: no crash",
+          r.returncode == 0 and r.stdout.strip() == "ok", "exit %d %s" % (r.returncode, r.stderr.strip()[-300:]))
+
     # --- a library that cannot load: glowrt.Error, exit 1, no signal
     code = "import glowrt\ntry:\n    glowrt.Model(%r)\nexcept glowrt.Error as e:\n    print(e)\n" % rgb_path
     env = dict(os.environ, GLOWRT_LIB=os.path.join(work, "missing", "libglowrt.so"),
