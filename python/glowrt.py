@@ -209,7 +209,7 @@ class Model:
         # calls inside the C library on this model (verify, dim_at, session creation) in any thread:
         # close() waits for them to leave before it frees the model, and refuses new ones
         self._cv, self._users = threading.Condition(), [0]
-        self._fin = weakref.finalize(self, lib.glowrt_model_free, h)
+        self._fin = weakref.finalize(self, _free_model, lib, h, self._cv, self._users)
         self._sessions = weakref.WeakSet()
         if verify:
             try:
@@ -280,8 +280,18 @@ class Model:
             ", closed" if self.closed else "")
 
 
-def _free_session(lib, h, model):  # holds the model until the session is freed
-    lib.glowrt_session_free(h)
+def _free_model(lib, h, cv, users):
+    """The model's finalizer (close(), GC, interpreter exit): after the calls on it in other threads."""
+    with cv:
+        cv.wait_for(lambda: users[0] == 0)
+        lib.glowrt_model_free(h)
+
+
+def _free_session(lib, h, lock, model):  # holds the model until the session is freed
+    """The session's finalizer (close(), GC, interpreter exit, where a daemon thread may be inside a
+    call): after the call in progress."""
+    with lock:
+        lib.glowrt_session_free(h)
 
 
 class Session:
@@ -303,15 +313,15 @@ class Session:
             h = _vp()
             _call(_lib.glowrt_session_create, mh, self.batch, self.height, self.width, self.threads, ctypes.byref(h))
             self._h, self._lock = h, threading.Lock()
-            self._fin = weakref.finalize(self, _free_session, _lib, h, model)
+            self._fin = weakref.finalize(self, _free_session, _lib, h, self._lock, model)
             model._sessions.add(self)
             self.dim = int(_lib.glowrt_dim(mh, self.height, self.width))
         self.shape = (self.channels, self.height, self.width)
 
     def close(self):
-        """Frees the session (idempotent); later calls raise ValueError."""
-        with self._lock:
-            self._fin()
+        """Frees the session (idempotent) once a call in progress in another thread is over;
+        later calls raise ValueError."""
+        self._fin()  # _free_session takes the lock
 
     def __enter__(self):
         return self

@@ -307,6 +307,26 @@ print("ok")
     check("Model.close() racing verify() / Session() in another thread: no crash",
           r.returncode == 0 and r.stdout.strip() == "ok", "exit %d %s" % (r.returncode, r.stderr.strip()[-300:]))
 
+    # --- interpreter exit while a daemon thread is inside a session's call: the finalizers wait for it
+    code = """import sys, threading, time, glowrt
+m = glowrt.Model(sys.argv[1])
+s = glowrt.Session(m, batch=8, threads=1)
+x = s.sample(8)
+def busy():
+    while True:
+        s.log_prob(x)
+        m.verify()
+threading.Thread(target=busy, daemon=True).start()
+time.sleep(0.3)
+"""
+    bad = []
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code, rgb_path], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python")))
+        if r.returncode != 0:
+            bad.append("exit %d" % r.returncode)
+    check("interpreter exit with a daemon thread inside log_prob/verify: no crash", not bad, bad)
+
     # --- a library that cannot load: glowrt.Error, exit 1, no signal
     code = "import glowrt\ntry:\n    glowrt.Model(%r)\nexcept glowrt.Error as e:\n    print(e)\n" % rgb_path
     env = dict(os.environ, GLOWRT_LIB=os.path.join(work, "missing", "libglowrt.so"),
