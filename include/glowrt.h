@@ -93,7 +93,9 @@ double glowrt_bpd(double log_p, int64_t dim, int n_bits);
  * x = floor(u / 2^(8 - n_bits)) / 2^n_bits - 0.5 + 0.5 / 2^n_bits.
  * model_to_pixels: x [n, c, h, w] -> pixels [n, h, w, c] interleaved,
  * u = floor((x + 0.5) 2^n_bits) 2^(8 - n_bits) clamped to 0..255 (NaN -> 0).
- * Both return 1 with err set on arguments out of range. */
+ * Both return 1 with err set on arguments out of range (n < 0, h or w < 1, a channel
+ * count or n_bits not listed, n*h*w*channels beyond the address space, a NULL buffer
+ * when there is a pixel). */
 int glowrt_pixels_to_model(const uint8_t *pixels, int64_t n, int64_t h, int64_t w, int cin, int model_c,
                            int n_bits, float *x, char *err);
 int glowrt_model_to_pixels(const float *x, int64_t n, int c, int64_t h, int64_t w, int n_bits, uint8_t *pixels,

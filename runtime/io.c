@@ -160,6 +160,17 @@ int glowrt_pixels_to_model(const uint8_t *pixels, int64_t n, int64_t h, int64_t 
                  (long long)n, (long long)h, (long long)w, cin, model_c, n_bits);
         return 1;
     }
+    int64_t hw, nhw, n_in, n_out;
+    if (mul_cap(h, w, INT64_MAX, &hw) || mul_cap(n, hw, INT64_MAX, &nhw) || mul_cap(nhw, cin, PTRDIFF_MAX, &n_in) ||
+        mul_cap(nhw, model_c, PTRDIFF_MAX / (int64_t)sizeof(float), &n_out)) {
+        snprintf(err, GLOWRT_ERR_LEN, "pixels_to_model: n %lld x %lldx%lld x %d channels: too large",
+                 (long long)n, (long long)h, (long long)w, cin > model_c ? cin : model_c);
+        return 1;
+    }
+    if (nhw > 0 && (!pixels || !x)) {
+        snprintf(err, GLOWRT_ERR_LEN, "pixels_to_model: %s is NULL", pixels ? "x" : "pixels");
+        return 1;
+    }
     pixels_to_model(pixels, n, h, w, cin, model_c, n_bits, x);
     return 0;
 }
@@ -170,6 +181,17 @@ int glowrt_model_to_pixels(const float *x, int64_t n, int c, int64_t h, int64_t 
     if (n < 0 || c < 1 || h < 1 || w < 1 || !valid_bits(n_bits)) {
         snprintf(err, GLOWRT_ERR_LEN, "model_to_pixels: n %lld, %d channels, %lldx%lld, n_bits %d: out of range",
                  (long long)n, c, (long long)h, (long long)w, n_bits);
+        return 1;
+    }
+    int64_t hw, nhw, count;
+    if (mul_cap(h, w, INT64_MAX, &hw) || mul_cap(n, hw, INT64_MAX, &nhw) ||
+        mul_cap(nhw, c, PTRDIFF_MAX / (int64_t)sizeof(float), &count)) {
+        snprintf(err, GLOWRT_ERR_LEN, "model_to_pixels: n %lld x %d channels x %lldx%lld: too large",
+                 (long long)n, c, (long long)h, (long long)w);
+        return 1;
+    }
+    if (count > 0 && (!x || !pixels)) {
+        snprintf(err, GLOWRT_ERR_LEN, "model_to_pixels: %s is NULL", x ? "pixels" : "x");
         return 1;
     }
     for (int64_t i = 0; i < n; ++i)

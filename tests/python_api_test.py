@@ -269,6 +269,34 @@ try:
     raises("pixels [N,C,H,W] with C=3 -> ValueError", ValueError, glowrt.pixels_to_model, u.transpose(0, 3, 1, 2), 8)
     raises("n_bits 9 -> ValueError", ValueError, glowrt.pixels_to_model, u, 9)
 
+    # --- the C pixel maps refuse what they cannot address (n*h*w*c overflowing int64 or the
+    # address space, NULL buffers) before touching the buffers; in a subprocess: a crash if not
+    code = """import ctypes, glowrt
+lib = glowrt._load()
+u8, f32, err = (ctypes.c_uint8 * 4)(), (ctypes.c_float * 4)(), ctypes.create_string_buffer(512)
+U8, F32 = ctypes.cast(u8, glowrt._u8p), ctypes.cast(f32, glowrt._f32p)
+for n, h, w, c in ((1 << 20, 1 << 22, 1 << 22, 1), (1, 1 << 31, 1 << 31, 3), (1 << 40, 1 << 10, 1 << 10, 3),
+                   (1 << 62, 1, 1, 4), (1, 1 << 62, 2, 1)):
+    print(lib.glowrt_pixels_to_model(U8, n, h, w, c, 1 if c == 1 else 3, 8, F32, err), err.value.decode())
+    print(lib.glowrt_model_to_pixels(F32, n, c, h, w, 8, U8, err), err.value.decode())
+print(lib.glowrt_pixels_to_model(None, 1, 1, 1, 1, 1, 8, F32, err), err.value.decode())
+print(lib.glowrt_pixels_to_model(U8, 1, 1, 1, 1, 1, 8, None, err), err.value.decode())
+print(lib.glowrt_model_to_pixels(None, 1, 1, 1, 1, 8, U8, err), err.value.decode())
+print(lib.glowrt_model_to_pixels(F32, 1, 1, 1, 1, 8, None, err), err.value.decode())
+for args in ((-1, 1, 1, 1, 1, 8), (1, 0, 1, 1, 1, 8), (1, 1, 1, 2, 1, 8), (1, 1, 1, 3, 2, 8), (1, 1, 1, 1, 1, 0),
+             (1, 1, 1, 1, 1, 9)):
+    print(lib.glowrt_pixels_to_model(U8, *args[:5], args[5], F32, err), err.value.decode())
+for n, c, h, w, nb in ((-1, 1, 1, 1, 8), (1, 0, 1, 1, 8), (1, 1, 0, 1, 8), (1, 1, 1, -5, 8), (1, 1, 1, 1, 9)):
+    print(lib.glowrt_model_to_pixels(F32, n, c, h, w, nb, U8, err), err.value.decode())
+print(lib.glowrt_pixels_to_model(None, 0, 5, 5, 3, 3, 8, None, err), lib.glowrt_model_to_pixels(None, 0, 3, 5, 5, 8, None, err))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python")))
+    lines = r.stdout.splitlines()
+    check("C pixel maps: n*h*w*c overflow, NULL buffers, n/h/w/channels/n_bits out of range -> 1 and a message",
+          r.returncode == 0 and len(lines) == 26 and all(ln.startswith("1 ") and ("pixels" in ln) for ln in lines[:-1])
+          and lines[-1] == "0 0", "exit %d: %s %s" % (r.returncode, lines, r.stderr.strip()[-300:]))
+
     # --- lifetimes: a session keeps its model; close() closes; GC frees
     tmp_s = glowrt.Session(glowrt.Model(rgb_path), batch=2)
     gc.collect()
