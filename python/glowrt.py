@@ -66,6 +66,7 @@ _PROTOTYPES = {
     "glowrt_model_verify": (_c_int, [_vp, ctypes.c_char_p]),
     "glowrt_model_info": (None, [_vp, ctypes.POINTER(_Info)]),
     "glowrt_dim": (_c_i64, [_vp, _c_int, _c_int]),
+    "glowrt_check_size": (_c_int, [_vp, _c_int, _c_int, ctypes.c_char_p]),
     "glowrt_session_create": (_c_int, [_vp, _c_int, _c_int, _c_int, _c_int, ctypes.POINTER(_vp), ctypes.c_char_p]),
     "glowrt_session_free": (None, [_vp]),
     "glowrt_log_prob": (_c_int, [_vp, _f32p, _c_int, _f64p, ctypes.c_char_p]),
@@ -243,9 +244,12 @@ class Model:
             _call(_lib.glowrt_model_verify, h)
 
     def dim_at(self, height, width):
-        """Latent dimensions C*H*W at image size height x width."""
+        """Latent dimensions C*H*W at image size height x width; ValueError or Error (as Session)
+        for a size the model cannot run."""
+        height, width = _int("height", height, 1, (1 << 31) - 1), _int("width", width, 1, (1 << 31) - 1)
         with self._using() as h:
-            return int(_lib.glowrt_dim(h, int(height), int(width)))
+            _call(_lib.glowrt_check_size, h, height, width)
+            return int(_lib.glowrt_dim(h, height, width))
 
     def close(self):
         """Frees the model and closes its sessions (idempotent). Waits for calls on the model in
