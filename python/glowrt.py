@@ -386,7 +386,7 @@ class Session:
         row k is sample first_index + k of the stream keyed by seed, whatever batch or threads."""
         n = _int("n", n, 0, (1 << 31) - 1)
         seed = _int("seed", seed, 0, (1 << 64) - 1)
-        first = _int("first_index", first_index, 0, (1 << 64) - 1 - n)
+        first = _int("first_index", first_index, 0, (1 << 64) - max(n, 1))  # the last index is 2^64 - 1
         try:
             t = float(temperature)
         except (TypeError, ValueError):

@@ -207,6 +207,10 @@ try:
           all(np.array_equal(a[i:i + 1], s16.sample(1, seed=5, first_index=i)) for i in range(4)) and
           np.array_equal(a[2:], s3.sample(2, seed=5, first_index=2)))
     check("sample(0) is empty", s3.sample(0).shape == (0, 3, 8, 8))
+    last = (1 << 64) - 1
+    check("sample number 2^64 - 1 (the stream's last) can be drawn",
+          np.array_equal(s3.sample(1, seed=5, first_index=last), s3.sample(2, seed=5, first_index=last - 1)[1:]))
+    raises("samples past 2^64 - 1 -> ValueError", ValueError, s3.sample, 2, seed=5, first_index=last)
 
     # --- threads: a session per thread, and one session shared (serialised)
     out = {}
