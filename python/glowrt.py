@@ -165,8 +165,10 @@ def _call(fn, *args):
 
 
 def _int(name, v, lo, hi):
-    """v as an int in [lo, hi], or ValueError naming it."""
+    """v as an int in [lo, hi], or ValueError naming it (a bool is not an integer here)."""
     try:
+        if isinstance(v, (bool, np.bool_)):
+            raise TypeError
         i = int(v)
         if i != v:
             raise TypeError
@@ -417,7 +419,7 @@ def pixels_to_model(u, n_bits, channels=None):
         raise ValueError("pixels: shape %s, expected [N, H, W] or [N, H, W, C] with C in {1, 3, 4}" % list(u.shape))
     n_bits = _int("n_bits", n_bits, 1, 8)
     cin = u.shape[3]
-    c = (1 if cin == 1 else 3) if channels is None else channels
+    c = (1 if cin == 1 else 3) if channels is None else _int("channels", channels, 1, 3)
     if c not in (1, 3):
         raise ValueError("channels: %r, expected 1 or 3" % (channels,))
     u = np.ascontiguousarray(u)
@@ -437,7 +439,8 @@ def model_to_pixels(x, n_bits):
     if x.ndim != 4:
         raise ValueError("x: shape %s, expected [N, C, H, W]" % list(x.shape))
     n_bits = _int("n_bits", n_bits, 1, 8)
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # beyond float32: inf, which maps to 255 as in the CLI
+        x = np.ascontiguousarray(x, dtype=np.float32)
     n, c, h, w = x.shape
     u = np.empty((n, h, w, c), np.uint8)
     if x.size:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 
 import numpy as np
 
@@ -246,6 +247,13 @@ try:
     raises("image size not a multiple of 2^levels -> Error", glowrt.Error, glowrt.Session, m, height=10, width=8)
     check("dim_at(16, 8) = 3*16*8", m.dim_at(16, 8) == 384)
     raises("dim_at(2^32 + 8, 8) -> ValueError (not the dim at 8x8)", ValueError, m.dim_at, (1 << 32) + 8, 8)
+    u1 = np.zeros((1, 2, 2), np.uint8)
+    raises("pixels_to_model channels=3.5 -> ValueError", ValueError, glowrt.pixels_to_model, u1, 8, channels=3.5)
+    raises("n_bits=True -> ValueError (a bool is not an integer)", ValueError, glowrt.pixels_to_model, u1, True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's float32 overflow warning would raise here
+        check("model_to_pixels of 1e300 -> 255, no warning",
+              glowrt.model_to_pixels(np.full((1, 1, 1, 1), 1e300), 8)[0, 0, 0, 0] == 255)
     raises("dim_at(-8, 8) -> ValueError (not a negative dim)", ValueError, m.dim_at, -8, 8)
     raises("dim_at(6, 8) -> Error (not a multiple of 2^levels)", glowrt.Error, m.dim_at, 6, 8)
     raises("batch 0 -> ValueError", ValueError, glowrt.Session, m, batch=0)
