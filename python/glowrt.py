@@ -12,9 +12,10 @@ The calls run the same C code as the glowrt CLI, so they give the same bits.
 Images in model space are float32 [N, C, H, W] in [-0.5, 0.5]; any array-like
 of floats is accepted (converted to C-contiguous float32) and checked: a wrong
 shape or dtype, or a non-finite value, raises ValueError; a failure in the
-library (unreadable model, overflow, out of memory) raises glowrt.Error with
-its one-line message. Batches larger than a session's are run in
-session-sized pieces.
+library (unreadable model, overflow, its own allocations failing) raises
+glowrt.Error with its one-line message; numpy's MemoryError is left as it is
+for the arrays this module allocates (sample(2**31), say). Batches larger than
+a session's are run in session-sized pieces.
 
 The library: $GLOWRT_LIB if set, else libglowrt.so in ../build/ then the other
 ../build*/ directories (newest first) beside this file, else the system
