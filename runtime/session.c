@@ -114,6 +114,7 @@ struct glowrt_session {
     char (*labels)[80];    /* profile labels: the fixed ones, then one per conv shape */
     int n_labels;
     struct arena_block *arena; /* what holds the weights the session keeps (arena_alloc) */
+    const float **tdata;   /* where the run reads each model tensor (see keep_small) */
     float *top;            /* the top prior's mean / log_sd, [2C][H*W] */
     float *zeros;          /* for an N(0, I) top prior */
 };
@@ -144,6 +145,30 @@ static void *arena_alloc(glowrt_session *s, size_t n) {
     void *p = (char *)b + b->used;
     b->used += n;
     return p;
+}
+
+/* Where the run reads tensor t: weights from the mapping (packed copies
+ * aside), the small tensors it reads at each use (biases, edge tables, the
+ * affine maps) from the session's own copies. A run that touched the mapped
+ * file for a bias would fault in the page cache's whole folio around it
+ * (large folios: up to hundreds of KB), weights released after packing
+ * included, and the process would hold them again (celeba64: +150 MB). */
+static inline const float *T(const glowrt_session *s, const gt_tensor *t) {
+    return t ? s->tdata[t - s->m->tensors] : NULL;
+}
+
+/* Copies small tensor t (if any) into the arena for the run, and releases its pages in the mapping. */
+static int keep_small(glowrt_session *s, const gt_tensor *t, char *err) {
+    if (!t) return 0;
+    float *copy = arena_alloc(s, (size_t)t->nbytes);
+    if (!copy) {
+        snprintf(err, GLOWRT_ERR_LEN, "out of memory");
+        return 1;
+    }
+    memcpy(copy, t->data, (size_t)t->nbytes);
+    s->tdata[t - s->m->tensors] = copy;
+    model_release(s->m, t);
+    return 0;
 }
 
 /* Where the arena stands, and a return there (what was cut since is reused). */
@@ -623,6 +648,8 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
     s->workers = calloc((size_t)s->threads, sizeof *s->workers);
     if (!s->ops || !s->workers) goto oom;
 
+    if (!(s->tdata = calloc((size_t)m->n_tensors + 1, sizeof *s->tdata))) goto oom;
+    for (int i = 0; i < m->n_tensors; i++) s->tdata[i] = m->tensors[i].data;
     int C = m->in_c, H = height, W = width;
     int64_t eps_off = 0, hid_max = 1, out_max = 1, part_max = 1;
     for (int i = 0; i < m->n_ops; i++) {
@@ -632,6 +659,12 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
         st->H = H;
         st->W = W;
         const int64_t hw = (int64_t)H * W;
+        /* the small tensors the run reads: AFFINE's maps; the biases and edge tables of COUPLING and SPLIT */
+        static const int small[OP_TOP_PRIOR + 1][6] = {
+            [OP_SQUEEZE] = {-1}, [OP_AFFINE] = {0, 1, 2, 3, -1}, [OP_COUPLING] = {1, 2, 4, 6, 7, -1},
+            [OP_SPLIT] = {1, 2, -1}, [OP_TOP_PRIOR] = {-1}};
+        for (int k = 0; op->code >= 0 && op->code <= OP_TOP_PRIOR && small[op->code][k] >= 0; k++)
+            if (keep_small(s, op->t[small[op->code][k]], err)) goto fail;
         switch (op->code) {
         case OP_SQUEEZE:
             C *= 4;
@@ -673,7 +706,7 @@ int glowrt_session_create(const glowrt_model *m, int max_batch, int height, int 
             }
             if (blk && op->t[2]) {
                 conv_plan *p = &st->conv[0];
-                p->edge = op->t[2]->data;
+                p->edge = T(s, op->t[2]);
                 p->h = H;
                 p->w = W;
                 p->block = s->block;
@@ -756,6 +789,7 @@ void glowrt_session_free(glowrt_session *s) {
     for (int t = 0; s->workers && t < s->threads; t++) worker_free(&s->workers[t], s->threads);
     free(s->workers);
     free(s->labels);
+    free(s->tdata);
     free(s->top);
     free(s->zeros);
     arena_free(s);
@@ -984,44 +1018,44 @@ static void coupling_net(glowrt_session *s, worker *w, int wid, int par, const g
             const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
             const int timing = tid == 0 && w->prof;
             if (timing) t0 = omp_get_wtime();
-            conv_items(w, c0, tid, nt, 1, xa, xrest, op->t[0]->data, op->t[1]->data, w->h1, hw);
+            conv_items(w, c0, tid, nt, 1, xa, xrest, op->t[0]->data, T(s, op->t[1]), w->h1, hw);
 #pragma omp barrier
             if (timing) {
                 t1 = omp_get_wtime();
                 w->prof[c0->label] += t1 - t0;
                 t0 = t1;
             }
-            conv_items(w, c1, tid, nt, 1, w->h1, NULL, op->t[3]->data, op->t[4]->data, w->h2, hw);
+            conv_items(w, c1, tid, nt, 1, w->h1, NULL, op->t[3]->data, T(s, op->t[4]), w->h2, hw);
 #pragma omp barrier
             if (timing) {
                 t1 = omp_get_wtime();
                 w->prof[c1->label] += t1 - t0;
                 t0 = t1;
             }
-            conv_items(w, items_of(c2), tid, nt, 1, w->h2, NULL, ITEM_ARGS(c2, op->t[5]->data, op->t[6]->data, out),
+            conv_items(w, items_of(c2), tid, nt, 1, w->h2, NULL, ITEM_ARGS(c2, op->t[5]->data, T(s, op->t[6]), out),
                        hw);
         }
         if (w->prof) w->prof[items_of(c2)->label] += omp_get_wtime() - t0;
-        conv_finish(w, c2, op->t[6]->data, out);
+        conv_finish(w, c2, T(s, op->t[6]), out);
     } else {
-        run_conv(w, wid, par, c0, xa, xrest, op->t[0]->data, op->t[1]->data, w->h1, hw);
-        if (op->t[2] && !st->blocked) s->k->edge_bias(w->h1, op->t[2]->data, c0->cout, st->H, st->W, 1);
-        run_conv(w, wid, par, c1, w->h1, NULL, op->t[3]->data, op->t[4]->data, w->h2, hw);
-        run_conv(w, wid, par, c2, w->h2, NULL, op->t[5]->data, op->t[6]->data, out, hw);
+        run_conv(w, wid, par, c0, xa, xrest, op->t[0]->data, T(s, op->t[1]), w->h1, hw);
+        if (op->t[2] && !st->blocked) s->k->edge_bias(w->h1, T(s, op->t[2]), c0->cout, st->H, st->W, 1);
+        run_conv(w, wid, par, c1, w->h1, NULL, op->t[3]->data, T(s, op->t[4]), w->h2, hw);
+        run_conv(w, wid, par, c2, w->h2, NULL, op->t[5]->data, T(s, op->t[6]), out, hw);
     }
     if (st->blocked) {
         PROF_BEGIN(w);
         unblock(w->hblk, w->hout, c2->cout, hw, s->block);
         PROF_END(w, PROF_LAYOUT);
     }
-    if (op->t[7]) s->k->edge_bias(w->hout, op->t[7]->data, c2->cout, st->H, st->W, 0);
+    if (op->t[7]) s->k->edge_bias(w->hout, T(s, op->t[7]), c2->cout, st->H, st->W, 0);
 }
 
 /* The split prior's mean / log_sd from z1 into w->hout. */
 static void split_prior(glowrt_session *s, worker *w, int wid, int par, const gt_op *op, const op_state *st,
                         const float *z1) {
-    run_conv(w, wid, par, &st->conv[0], z1, NULL, op->t[0]->data, op->t[1]->data, w->hout, (int64_t)st->H * st->W);
-    if (op->t[2]) s->k->edge_bias(w->hout, op->t[2]->data, st->C, st->H, st->W, 0);
+    run_conv(w, wid, par, &st->conv[0], z1, NULL, op->t[0]->data, T(s, op->t[1]), w->hout, (int64_t)st->H * st->W);
+    if (op->t[2]) s->k->edge_bias(w->hout, T(s, op->t[2]), st->C, st->H, st->W, 0);
 }
 
 /* log p(z) of half channels of z under prior p [2*half][hw] (or mean = log_sd
@@ -1077,7 +1111,7 @@ static void forward_one(glowrt_session *s, worker *w, int wid, int par, const fl
         case OP_AFFINE:
             {
                 PROF_BEGIN(w);
-                k->affine(op->t[0]->data, op->t[1]->data, C, hw, w->cur, w->nxt);
+                k->affine(T(s, op->t[0]), T(s, op->t[1]), C, hw, w->cur, w->nxt);
                 PROF_END(w, PROF_AFFINE);
             }
             swap(w);
@@ -1154,7 +1188,7 @@ static void reverse_one(glowrt_session *s, worker *w, int wid, int par, const fl
         case OP_AFFINE:
             {
                 PROF_BEGIN(w);
-                k->affine(op->t[2]->data, op->t[3]->data, C, hw, w->cur, w->nxt);
+                k->affine(T(s, op->t[2]), T(s, op->t[3]), C, hw, w->cur, w->nxt);
                 PROF_END(w, PROF_AFFINE);
             }
             swap(w);
