@@ -14,6 +14,7 @@ and compare with the torch model run in float64:
 Prints one line per case, then 'N passed, N failed'; exit 1 if any failed.
 """
 import argparse
+import contextlib
 import csv
 import io
 import math
@@ -178,6 +179,55 @@ def run_cases(cases, run_one, describe_one, args, work):
             passed += 1
             print("ok   case%02d %s: %s (%.1fs)" % (k, describe_one(case), stats, dt), flush=True)
     return passed, failed
+
+
+def export_quiet(argv):
+    """export.main in this process: (exit code, stderr text)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = export.main(argv)
+    return rc, err.getvalue()
+
+
+def check_refusal(k, argv, gl, word, timeout):
+    """Exports with argv (the exporter's arguments, writing gl), which it must refuse: exit 2,
+    one line on stderr containing word, no gl. Refusal k = 0 goes through the real command
+    line (the exit status), the others run in this process. -> (ok, detail)."""
+    if k == 0:
+        r = subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "export.py")] + argv,
+                           capture_output=True, text=True, timeout=timeout)
+        rc, err = r.returncode, r.stderr
+    else:
+        rc, err = export_quiet(argv)
+    lines = err.strip().splitlines()
+    ok = rc == 2 and len(lines) == 1 and word in lines[0] and not os.path.exists(gl)
+    return ok, "exit %d: %s" % (rc, " | ".join(lines))
+
+
+def exporter_suite_main(argv, doc, prefix, cases, run_one, describe_one, run_bad):
+    """main() of an exporter's parity test: its cases through run_cases, then the
+    refusals run_bad(args, work) gives as (name, ok, detail); exit status 1 on a failure."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--glowrt", required=True, help="path of the glowrt CLI")
+    ap.add_argument("--keep", metavar="DIR", help="keep the generated models and arrays in DIR")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per glowrt call")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if not os.path.exists(args.glowrt):
+        print("glowrt not found: %s" % args.glowrt, file=sys.stderr)
+        return 2
+    work = args.keep or tempfile.mkdtemp(prefix=prefix)
+    os.makedirs(work, exist_ok=True)
+    try:
+        passed, failed = run_cases(cases, run_one, describe_one, args, work)
+        for name, ok, detail in run_bad(args, work):
+            passed, failed = passed + ok, failed + (not ok)
+            print("%s refuse %s: %s" % ("ok  " if ok else "FAIL", name, detail), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
 
 
 def main(argv=None):

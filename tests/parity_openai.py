@@ -15,15 +15,9 @@ decode(encode(x)) within 1e-4. Cases that give glowrt 8-bit pixels check the
 n_bits map too. Then malformed checkpoints that the exporter must refuse
 (exit 2, one line, no output file).
 """
-import argparse
-import contextlib
-import io
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
@@ -33,10 +27,10 @@ sys.path.insert(0, os.path.join(HERE, "..", "models"))
 
 import torch  # noqa: E402
 
-import export  # noqa: E402
 import glow_openai  # noqa: E402
 import tfckpt  # noqa: E402
-from parity import compare_outputs, parse_score_csv, run_cases, run_cli  # noqa: E402
+from parity import (check_refusal, compare_outputs, export_quiet, exporter_suite_main,  # noqa: E402
+                    parse_score_csv, run_cli)
 
 # (C, L, K, coupling, permutation, learntop, classes, width, HxW, n_bits, how)
 # how: "logdir" (train.txt gives n_bits and size; the directory is exported),
@@ -101,14 +95,6 @@ def save_openai(var, d, seed, hps=None):
         with open(os.path.join(d, "train.txt"), "w") as f:
             f.write(hps + json.dumps(dict(epoch=1, n_processed=50000, loss=3.5)) + "\n")
     return prefix, arrays
-
-
-def export_quiet(argv):
-    """export.main in this process: (exit code, stderr text)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        rc = export.main(argv)
-    return rc, err.getvalue()
 
 
 def run_case(k, case, args, work):
@@ -242,7 +228,7 @@ def bad_checkpoints(work):
     def no_data(prefix):
         os.remove(prefix + ".data-00000-of-00001")
 
-    make("corrupt data file", var, "crc", damage=flip_data)
+    make("corrupt data file", var, "CRC mismatch", damage=flip_data)
     make("train.txt a named pipe", var, "--n-bits is required", extra=("--image-size", "8"),
          damage=lambda prefix: os.mkfifo(os.path.join(os.path.dirname(prefix), "train.txt")))  # not waited on
     make("truncated index", var, ".index", damage=cut_index)
@@ -261,40 +247,13 @@ def run_bad(args, work):
     for k, (name, argv, word) in enumerate(bad_checkpoints(work)):
         gl = os.path.join(work, "bad%d.glow" % k)
         argv = ["openai", argv[0], "-o", gl] + argv[1:]
-        if k == 0:  # once through the real command line: the exit status
-            r = subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "export.py")] + argv,
-                               capture_output=True, text=True, timeout=args.timeout)
-            rc, err = r.returncode, r.stderr
-        else:
-            rc, err = export_quiet(argv)
-        lines = err.strip().splitlines()
-        ok = rc == 2 and len(lines) == 1 and word.lower() in lines[0].lower() and not os.path.exists(gl)
-        results.append((name, ok, "exit %d: %s" % (rc, " | ".join(lines))))
+        results.append((name,) + check_refusal(k, argv, gl, word, args.timeout))
     return results
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--glowrt", required=True, help="path of the glowrt CLI")
-    ap.add_argument("--keep", metavar="DIR", help="keep the generated models and arrays in DIR")
-    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per glowrt call")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    if not os.path.exists(args.glowrt):
-        print("glowrt not found: %s" % args.glowrt, file=sys.stderr)
-        return 2
-    work = args.keep or tempfile.mkdtemp(prefix="glowrt-parity-openai-")
-    os.makedirs(work, exist_ok=True)
-    try:
-        passed, failed = run_cases(enumerate(CASES), run_case, describe, args, work)
-        for name, ok, detail in run_bad(args, work):
-            passed, failed = passed + ok, failed + (not ok)
-            print("%s refuse %s: %s" % ("ok  " if ok else "FAIL", name, detail), flush=True)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return exporter_suite_main(argv, __doc__, "glowrt-parity-openai-", enumerate(CASES), run_case, describe,
+                               run_bad)
 
 
 if __name__ == "__main__":

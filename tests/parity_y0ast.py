@@ -14,14 +14,8 @@ chaiyujin cases give glowrt 8-bit pixels (uint8 .npy), so its pixel map and the
 exporter's fold of upstream's u/255 input are checked together.
 Then malformed checkpoints that the exporter must refuse (exit 2, one line).
 """
-import argparse
-import contextlib
-import io
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
@@ -31,9 +25,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "models"))
 
 import torch  # noqa: E402
 
-import export  # noqa: E402
 from glow_y0ast import random_model  # noqa: E402
-from parity import compare_outputs, parse_score_csv, run_cases, run_cli  # noqa: E402
+from parity import (check_refusal, compare_outputs, export_quiet, exporter_suite_main,  # noqa: E402
+                    parse_score_csv, run_cli)
 
 # (C, L, K, coupling, flow_permutation, LU, learn_top, hidden, size, buffers, how it is saved)
 # buffers: which of upstream's plain attributes a fork might store ("inited",
@@ -65,14 +59,6 @@ def describe(lcase):
     p = perm + ("-lu" if perm == "invconv" and lu else "-plain" if perm == "invconv" else "")
     return "%s C=%d L=%d K=%d %s %s learn_top=%d hidden=%d %dx%d keys+%s %s" % (
         layout, c, L, K, coup, p, lt, hid, S, S, ",".join(bufs) or "none", how)
-
-
-def export_quiet(argv):
-    """export.main in this process: (exit code, stderr text)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        rc = export.main(argv)
-    return rc, err.getvalue()
 
 
 def save_ckpt(sd, path, how):
@@ -162,40 +148,13 @@ def run_bad(args, work):
         torch.save(sd, pt)
         argv = [extra[0], pt, "-o", gl, "--image-size", "8"] + (["--n-bits", "8"] if extra[0] == "y0ast" else []) \
             + extra[1:]
-        if k == 0:  # once through the real command line: the exit status
-            r = subprocess.run([sys.executable, os.path.join(HERE, "..", "models", "export.py")] + argv,
-                               capture_output=True, text=True, timeout=args.timeout)
-            rc, err = r.returncode, r.stderr
-        else:
-            rc, err = export_quiet(argv)
-        lines = err.strip().splitlines()
-        ok = rc == 2 and len(lines) == 1 and word in lines[0] and not os.path.exists(gl)
-        results.append((name, ok, "exit %d: %s" % (rc, " | ".join(lines))))
+        results.append((name,) + check_refusal(k, argv, gl, word, args.timeout))
     return results
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--glowrt", required=True, help="path of the glowrt CLI")
-    ap.add_argument("--keep", metavar="DIR", help="keep the generated models and arrays in DIR")
-    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per glowrt call")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    if not os.path.exists(args.glowrt):
-        print("glowrt not found: %s" % args.glowrt, file=sys.stderr)
-        return 2
-    work = args.keep or tempfile.mkdtemp(prefix="glowrt-parity-y0ast-")
-    os.makedirs(work, exist_ok=True)
-    try:
-        passed, failed = run_cases(enumerate(ALL_CASES), run_case, describe, args, work)
-        for name, ok, detail in run_bad(args, work):
-            passed, failed = passed + ok, failed + (not ok)
-            print("%s refuse %s: %s" % ("ok  " if ok else "FAIL", name, detail), flush=True)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return exporter_suite_main(argv, __doc__, "glowrt-parity-y0ast-", enumerate(ALL_CASES), run_case, describe,
+                               run_bad)
 
 
 if __name__ == "__main__":
