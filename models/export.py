@@ -199,16 +199,18 @@ def lu_matrix(sd, p):
     return g("w_p") @ lower @ upper, float(np.sum(g("w_s")))
 
 
-def invert(A, p):
-    """A^-1 of step p's folded 1x1 conv; ExportError where there is none (exactly
-    singular, as where an exp() of a scale underflows to 0, or not finite)."""
+def affine_op(add, pre, p, A, b, logdet_px):
+    """The AFFINE op of step p (tensors named pre + A, b, A_inv, b_inv; add stores them):
+    y = A x + b and its inverse; ExportError where A has no inverse (exactly singular,
+    as where an exp() of a scale underflows to 0, or one that is not finite)."""
     try:
         A_inv = np.linalg.inv(A)
     except np.linalg.LinAlgError:
         A_inv = None
     if A_inv is None or not np.all(np.isfinite(A_inv)):
         raise ExportError("%s: 1x1 conv not invertible" % p)
-    return A_inv
+    return (OP_AFFINE, [A.shape[0]], [float(logdet_px)],
+            [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv), add(pre + "b_inv", -A_inv @ b)])
 
 
 def edge_table(w):
@@ -254,11 +256,7 @@ def build_rosinality(sd, info):
                 raise ExportError("%sactnorm.scale has zeros" % p)
             A = W @ np.diag(scale)
             b = W @ (scale * loc)
-            A_inv = invert(A, p)
-            b_inv = -A_inv @ b
-            logdet_px = float(np.sum(np.log(np.abs(scale))) + logdet_w)
-            ops.append((OP_AFFINE, [C], [logdet_px],
-                        [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv), add(pre + "b_inv", b_inv)]))
+            ops.append(affine_op(add, pre, p, A, b, np.sum(np.log(np.abs(scale))) + logdet_w))
             q = p + "coupling.net."
             w3, b3, e3 = zero_conv(sd, q + "4.")
             if info["affine"]:
@@ -519,10 +517,7 @@ def build_y0ast(sd, info):
                 b = b + c0 * A.sum(axis=1)
                 A = a * A
                 logdet_w += C * np.log(a)
-            A_inv = invert(A, p)
-            ops.append((OP_AFFINE, [C], [float(np.sum(logs) + logdet_w)],
-                        [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv),
-                         add(pre + "b_inv", -A_inv @ b)]))
+            ops.append(affine_op(add, pre, p, A, b, np.sum(logs) + logdet_w))
             q = p + L["net"]
             w1, b1 = y0ast_conv_actnorm(sd, q + "0.", L)
             w2, b2 = y0ast_conv_actnorm(sd, q + "2.", L)
@@ -660,10 +655,7 @@ def build_openai(var, info, label=None):
             b = W @ (s * var[p + "actnorm_center/b"].reshape(-1))
             if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
                 raise ExportError("%s: the actnorm folded into the 1x1 conv overflows" % p)
-            A_inv = invert(A, p)
-            ops.append((OP_AFFINE, [C], [float(np.sum(logs) + logdet_w)],
-                        [add(pre + "A", A), add(pre + "b", b), add(pre + "A_inv", A_inv),
-                         add(pre + "b_inv", -A_inv @ b)]))
+            ops.append(affine_op(add, pre, p, A, b, np.sum(logs) + logdet_w))
             q = p + "f1/"
             w1, b1, e1 = openai_conv_actnorm(var, q + "l_1/", C // 2)
             w2, b2, _ = openai_conv_actnorm(var, q + "l_2/", hid)
