@@ -52,8 +52,9 @@ typedef struct conv_plan {
     size_t packed_total;
     struct conv_plan *tap; /* a narrow 3x3 layer run as a 1x1 conv to its 9 taps (see plan_taps) */
     int h, w, block;       /* a tap plan's (or an edge plan's) image size and channel block */
-    const float *edge;     /* a blocked first layer's edge table [9][cout] (in the model), added with
-                            * the ReLU by one pass over each output chunk (see edge_pass) */
+    const float *edge;     /* a blocked first layer's edge table [9][cout] (the session's copy, see
+                            * keep_small), added with the ReLU by one pass over each output chunk
+                            * (see edge_pass) */
     int accumulate;        /* dst += conv (before the ReLU) */
     struct conv_plan *rest; /* a first layer split at its last whole block (see plan_split) */
     float *own_weights;    /* this plan's own copy of its plain weights (a tap plan's
