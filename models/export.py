@@ -843,10 +843,7 @@ def main(argv=None):
     global QUIET
     QUIET = a.quiet
     try:
-        out = os.path.realpath(a.output)
-        if os.path.exists(out) and not os.path.isfile(out):
-            raise ExportError("%s: exists and is not a regular file (a device, a pipe or a directory): "
-                              "the output is written beside it and renamed over it" % a.output)
+        glowfile.output_target(a.output)  # refused now, not after the checkpoint is read and folded
         if a.source_format != "openai" and (a.ema or a.label is not None):
             raise ExportError("--ema and --class are for openai checkpoints")
         if not (64 <= a.alignment <= MAX_ALIGNMENT and a.alignment & (a.alignment - 1) == 0):

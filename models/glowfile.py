@@ -141,6 +141,18 @@ def _pack_str(s):
     return struct.pack("<H", len(b)) + b
 
 
+def output_target(path):
+    """The file write_glow writes for path. It writes beside it and renames over it, so a
+    link is written through (its target replaced, not the link), and an existing output
+    that is not a regular file (a device, a pipe, a directory) is refused: OSError."""
+    if os.path.islink(path):
+        path = os.path.realpath(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise OSError(errno.EEXIST, "exists and is not a regular file (a device, a pipe or a directory): the "
+                      "output is written beside it and renamed over it", path)
+    return path
+
+
 def write_glow(path, kv, tensors, ops, alignment=64):
     """kv: list of (key, value) (int -> i64, float -> f64, str -> string);
     tensors: list of (name, array) (stored as float32, C order);
@@ -200,13 +212,7 @@ def write_glow(path, kv, tensors, ops, alignment=64):
                      HEADER_SIZE, meta_size, data_offset, data_size)
     crc = crc32c(bytes(meta), crc32c(bytes(hdr[:124])))
     struct.pack_into("<I", hdr, 124, crc)
-    # Written beside the output, then renamed over it: a link is written through
-    # (its target replaced, not the link), and an output that is not a regular
-    # file (a device, a pipe) is refused, which the rename would replace.
-    if os.path.islink(path):
-        path = os.path.realpath(path)
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise OSError(errno.EEXIST, "exists and is not a regular file", path)
+    path = output_target(path)
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(hdr)
