@@ -192,11 +192,28 @@ def infer_rosinality(sd):
                 affine=affine, invconv=invconv, lu_flags=lu_flags)
 
 
+def lu_weight(P, L, U, sign, log_s, names, l_mask=None, u_mask=None, eye=None):
+    """(W, ln|det W|) of an LU-parameterised 1x1 conv, every source's variant:
+    W = P (L l_mask + eye) (U u_mask + diag(sign exp(log_s))), log-det sum(log_s).
+    The masks default to the strict triangles and the identity. The log-det holds
+    only for a permutation P and signs of +-1 (untrainable upstream, so always so
+    in real checkpoints; else log_p is no density): anything else is refused.
+    names: the checkpoint's names of P and sign, for the message."""
+    if not (np.all((P == 0) | (P == 1)) and np.all(P.sum(0) == 1) and np.all(P.sum(1) == 1)):
+        raise ExportError("%s is not a permutation matrix" % names[0])
+    if not np.all(np.abs(sign) == 1):
+        raise ExportError("%s is not all +-1" % names[1])
+    C = P.shape[0]
+    l_mask = np.tril(np.ones((C, C)), -1) if l_mask is None else l_mask
+    u_mask = l_mask.T if u_mask is None else u_mask
+    eye = np.eye(C) if eye is None else eye
+    return P @ (L * l_mask + eye) @ (U * u_mask + np.diag(sign * np.exp(log_s))), float(np.sum(log_s))
+
+
 def lu_matrix(sd, p):
     g = lambda k: sd[p + "invconv." + k]  # noqa: E731
-    lower = g("w_l") * g("l_mask") + g("l_eye")
-    upper = g("w_u") * g("u_mask") + np.diag(g("s_sign") * np.exp(g("w_s")))
-    return g("w_p") @ lower @ upper, float(np.sum(g("w_s")))
+    return lu_weight(g("w_p"), g("w_l"), g("w_u"), g("s_sign"), g("w_s"), (p + "invconv.w_p", p + "invconv.s_sign"),
+                     g("l_mask"), g("u_mask"), g("l_eye"))
 
 
 def affine_op(add, pre, p, A, b, logdet_px):
@@ -470,11 +487,9 @@ def y0ast_conv_actnorm(sd, p, L):
 def y0ast_perm_matrix(sd, p, perm, C, L):
     """(W, ln|det W|) of a step's permutation: y = W x per pixel."""
     if perm == "lu":
-        g = lambda k: sd[p + "invconv." + k]  # noqa: E731
-        l_mask = g("l_mask") if p + "invconv.l_mask" in sd else np.tril(np.ones((C, C)), -1)
-        eye = g("eye") if p + "invconv.eye" in sd else np.eye(C)
-        upper = g(L["upper"]) * l_mask.T + np.diag(g("sign_s") * np.exp(g("log_s")))
-        return g("p") @ (g(L["lower"]) * l_mask + eye) @ upper, float(np.sum(g("log_s")))
+        q = p + "invconv."
+        return lu_weight(sd[q + "p"], sd[q + L["lower"]], sd[q + L["upper"]], sd[q + "sign_s"], sd[q + "log_s"],
+                         (q + "p", q + "sign_s"), sd.get(q + "l_mask"), None, sd.get(q + "eye"))
     if perm == "plain":
         W = sd[p + "invconv.weight"].reshape(C, C)
         sign, logdet = np.linalg.slogdet(W)
@@ -579,13 +594,6 @@ def load_openai(path, ema=False, label=None):
     for k in var:
         if k.endswith("indices") and not np.array_equal(np.argsort(var[k]), var[k + "_inverse"]):
             raise ExportError("%s_inverse does not invert %s" % (sel[k], sel[k]))
-        # the LU variant's log-det is sum(log_S), true only for a permutation P and signs of +-1
-        # (untrainable in upstream, so always so in its checkpoints; else log_p is no density)
-        if k.endswith("invconv/P") and not (np.all((var[k] == 0) | (var[k] == 1))
-                                            and np.all(var[k].sum(0) == 1) and np.all(var[k].sum(1) == 1)):
-            raise ExportError("%s is not a permutation matrix" % sel[k])
-        if k.endswith("invconv/sign_S") and not np.all(np.abs(var[k]) == 1):
-            raise ExportError("%s is not all +-1" % sel[k])
     return var, dict(info, prefix=prefix), hps
 
 
@@ -623,10 +631,10 @@ def openai_perm_matrix(var, p, perm, C):
             raise ExportError("%sinvconv/W is singular" % p)
         return Wt.T, float(logdet)
     if perm == "lu":
-        g = lambda k: var[p + "invconv/" + k]  # noqa: E731
-        mask = np.tril(np.ones((C, C)), -1)
-        upper = g("U") * mask.T + np.diag(g("sign_S") * np.exp(g("log_S")))
-        return (g("P") @ (g("L") * mask + np.eye(C)) @ upper).T, float(np.sum(g("log_S")))
+        q = p + "invconv/"
+        W, logdet = lu_weight(var[q + "P"], var[q + "L"], var[q + "U"], var[q + "sign_S"], var[q + "log_S"],
+                              (q + "P", q + "sign_S"))
+        return W.T, logdet
     idx = var[p + "shuffle/indices"] if perm == "shuffle" else np.arange(C - 1, -1, -1)
     W = np.zeros((C, C))
     W[np.arange(C), idx] = 1.0  # y[i] = x[idx[i]]

@@ -108,6 +108,10 @@ def main():
     refused("inconsistent shape", dict(sd, **{"blocks.0.flows.0.coupling.net.0.bias": torch.zeros(7)}))
     # a singular folded 1x1 conv: exp(w_s) underflows to 0 (numpy's inv raised LinAlgError)
     refused("singular LU 1x1 conv", dict(sd, **{"blocks.0.flows.0.invconv.w_s": torch.full((4,), -1000.0)}))
+    # an LU 1x1 conv whose log-det sum(w_s) does not hold: w_p not a permutation, s_sign not +-1
+    q = "blocks.0.flows.0.invconv."
+    refused("LU w_p not a permutation", dict(sd, **{q + "w_p": 2 * sd[q + "w_p"]}))
+    refused("LU s_sign not +-1", dict(sd, **{q + "s_sign": 0.5 * sd[q + "s_sign"]}))
     import glow_y0ast
     y0 = dict(glow_y0ast.random_model(1, 8, 1, 2, seed=1).state_dict())
     y0["flow.layers.1.actnorm.logs"] = torch.full_like(y0["flow.layers.1.actnorm.logs"], -800.0)  # exp: 0

@@ -129,9 +129,13 @@ def bad_checkpoints():
                         name + ".logs": torch.zeros(o)})
     cy_missing = {k: v for k, v in cy.items() if k != "flow.layers.4.f.4.logs"}
     cy_old_lu = {k: v for k, v in cy.items() if not k.endswith(("invconv.p", "invconv.sign_s"))}
+    bad_p = dict(base, **{"flow.layers.1.invconv.p": 2 * base["flow.layers.1.invconv.p"]})
+    bad_sign = dict(base, **{"flow.layers.1.invconv.sign_s": 0.5 * base["flow.layers.1.invconv.sign_s"]})
     pkg = lambda sd: {"global_step": 1000, "graph": sd, "optim": {}, "criterion": {}}  # noqa: E731
     return [("y_condition", cond, ["y0ast"], "class-conditional"),
             ("missing key", missing, ["y0ast"], "missing"),
+            ("LU p not a permutation", bad_p, ["y0ast"], "invconv.p is not a permutation matrix"),
+            ("LU sign_s not +-1", bad_sign, ["y0ast"], "invconv.sign_s is not all +-1"),
             ("uninitialised actnorm", uninit, ["y0ast"], "never data-initialised"),
             ("shuffle without stored indices", shuffled, ["y0ast"], "permutation"),
             ("chaiyujin y_condition", pkg(cy_cond), ["chaiyujin"], "class-conditional"),
