@@ -219,7 +219,10 @@ def lu_matrix(sd, p):
 def affine_op(add, pre, p, A, b, logdet_px):
     """The AFFINE op of step p (tensors named pre + A, b, A_inv, b_inv; add stores them):
     y = A x + b and its inverse; ExportError where A has no inverse (exactly singular,
-    as where an exp() of a scale underflows to 0, or one that is not finite)."""
+    as where an exp() of a scale underflows to 0, or one that is not finite), and where
+    the fold itself overflowed."""
+    if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
+        raise ExportError("%s: the actnorm folded into the 1x1 conv overflows" % p)
     try:
         A_inv = np.linalg.inv(A)
     except np.linalg.LinAlgError:
@@ -661,8 +664,6 @@ def build_openai(var, info, label=None):
             W, logdet_w = openai_perm_matrix(var, p, info["perm"], C)
             A = W @ np.diag(s)
             b = W @ (s * var[p + "actnorm_center/b"].reshape(-1))
-            if not (np.all(np.isfinite(A)) and np.all(np.isfinite(b))):
-                raise ExportError("%s: the actnorm folded into the 1x1 conv overflows" % p)
             ops.append(affine_op(add, pre, p, A, b, np.sum(logs) + logdet_w))
             q = p + "f1/"
             w1, b1, e1 = openai_conv_actnorm(var, q + "l_1/", C // 2)
