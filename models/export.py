@@ -192,28 +192,34 @@ def infer_rosinality(sd):
                 affine=affine, invconv=invconv, lu_flags=lu_flags)
 
 
-def lu_weight(P, L, U, sign, log_s, names, l_mask=None, u_mask=None, eye=None):
+def lu_weight(P, L, U, sign, log_s, names, masks=()):
     """(W, ln|det W|) of an LU-parameterised 1x1 conv, every source's variant:
-    W = P (L l_mask + eye) (U u_mask + diag(sign exp(log_s))), log-det sum(log_s).
-    The masks default to the strict triangles and the identity. The log-det holds
-    only for a permutation P and signs of +-1 (untrainable upstream, so always so
-    in real checkpoints; else log_p is no density): anything else is refused.
-    names: the checkpoint's names of P and sign, for the message."""
+    W = P (L strict-lower + I) (U strict-upper + diag(sign exp(log_s))), log-det
+    sum(log_s). The log-det holds only for a permutation P and signs of +-1
+    (untrainable upstream, so always so in real checkpoints; else log_p is no
+    density): anything else is refused. names: the checkpoint's names of P and
+    sign, for the message. masks: the masks a checkpoint stores, as (name,
+    array or None, "lower" | "upper" | "eye"); upstream registers them as the
+    strict triangles and the identity, and any other value (a corrupted file)
+    would change det W without changing the log-det: refused too."""
     if not (np.all((P == 0) | (P == 1)) and np.all(P.sum(0) == 1) and np.all(P.sum(1) == 1)):
         raise ExportError("%s is not a permutation matrix" % names[0])
     if not np.all(np.abs(sign) == 1):
         raise ExportError("%s is not all +-1" % names[1])
     C = P.shape[0]
-    l_mask = np.tril(np.ones((C, C)), -1) if l_mask is None else l_mask
-    u_mask = l_mask.T if u_mask is None else u_mask
-    eye = np.eye(C) if eye is None else eye
-    return P @ (L * l_mask + eye) @ (U * u_mask + np.diag(sign * np.exp(log_s))), float(np.sum(log_s))
+    want = {"lower": np.tril(np.ones((C, C)), -1), "upper": np.triu(np.ones((C, C)), 1), "eye": np.eye(C)}
+    what = {"lower": "the strict lower triangle", "upper": "the strict upper triangle", "eye": "the identity"}
+    for name, stored, kind in masks:
+        if stored is not None and not np.array_equal(stored, want[kind]):
+            raise ExportError("%s is not %s (as upstream registers it)" % (name, what[kind]))
+    return P @ (L * want["lower"] + want["eye"]) @ (U * want["upper"] + np.diag(sign * np.exp(log_s))), float(np.sum(log_s))
 
 
 def lu_matrix(sd, p):
     g = lambda k: sd[p + "invconv." + k]  # noqa: E731
     return lu_weight(g("w_p"), g("w_l"), g("w_u"), g("s_sign"), g("w_s"), (p + "invconv.w_p", p + "invconv.s_sign"),
-                     g("l_mask"), g("u_mask"), g("l_eye"))
+                     [(p + "invconv." + k, g(k), kind) for k, kind in
+                      (("l_mask", "lower"), ("u_mask", "upper"), ("l_eye", "eye"))])
 
 
 def affine_op(add, pre, p, A, b, logdet_px):
@@ -492,7 +498,8 @@ def y0ast_perm_matrix(sd, p, perm, C, L):
     if perm == "lu":
         q = p + "invconv."
         return lu_weight(sd[q + "p"], sd[q + L["lower"]], sd[q + L["upper"]], sd[q + "sign_s"], sd[q + "log_s"],
-                         (q + "p", q + "sign_s"), sd.get(q + "l_mask"), None, sd.get(q + "eye"))
+                         (q + "p", q + "sign_s"), [(q + "l_mask", sd.get(q + "l_mask"), "lower"),
+                                                   (q + "eye", sd.get(q + "eye"), "eye")])
     if perm == "plain":
         W = sd[p + "invconv.weight"].reshape(C, C)
         sign, logdet = np.linalg.slogdet(W)

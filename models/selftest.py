@@ -112,6 +112,10 @@ def main():
     q = "blocks.0.flows.0.invconv."
     refused("LU w_p not a permutation", dict(sd, **{q + "w_p": 2 * sd[q + "w_p"]}))
     refused("LU s_sign not +-1", dict(sd, **{q + "s_sign": 0.5 * sd[q + "s_sign"]}))
+    # stored masks that are not upstream's constant buffers: det W would not be exp(sum w_s)
+    refused("LU l_mask not the strict lower triangle", dict(sd, **{q + "l_mask": torch.ones_like(sd[q + "l_mask"])}))
+    refused("LU u_mask not the strict upper triangle", dict(sd, **{q + "u_mask": sd[q + "l_mask"]}))
+    refused("LU l_eye not the identity", dict(sd, **{q + "l_eye": 2 * sd[q + "l_eye"]}))
     import glow_y0ast
     y0 = dict(glow_y0ast.random_model(1, 8, 1, 2, seed=1).state_dict())
     y0["flow.layers.1.actnorm.logs"] = torch.full_like(y0["flow.layers.1.actnorm.logs"], -800.0)  # exp: 0

@@ -131,11 +131,17 @@ def bad_checkpoints():
     cy_old_lu = {k: v for k, v in cy.items() if not k.endswith(("invconv.p", "invconv.sign_s"))}
     bad_p = dict(base, **{"flow.layers.1.invconv.p": 2 * base["flow.layers.1.invconv.p"]})
     bad_sign = dict(base, **{"flow.layers.1.invconv.sign_s": 0.5 * base["flow.layers.1.invconv.sign_s"]})
+    masked = random_model(1, 3, 1, 2, "invconv", "affine", True, True, 8, 8, buffers=("inited", "lu_masks"),
+                          seed=7).state_dict()
+    bad_mask = dict(masked, **{"flow.layers.1.invconv.l_mask": masked["flow.layers.1.invconv.l_mask"].T})
+    bad_eye = dict(masked, **{"flow.layers.1.invconv.eye": 0 * masked["flow.layers.1.invconv.eye"]})
     pkg = lambda sd: {"global_step": 1000, "graph": sd, "optim": {}, "criterion": {}}  # noqa: E731
     return [("y_condition", cond, ["y0ast"], "class-conditional"),
             ("missing key", missing, ["y0ast"], "missing"),
             ("LU p not a permutation", bad_p, ["y0ast"], "invconv.p is not a permutation matrix"),
             ("LU sign_s not +-1", bad_sign, ["y0ast"], "invconv.sign_s is not all +-1"),
+            ("LU l_mask not lower", bad_mask, ["y0ast"], "invconv.l_mask is not the strict lower triangle"),
+            ("LU eye not the identity", bad_eye, ["y0ast"], "invconv.eye is not the identity"),
             ("uninitialised actnorm", uninit, ["y0ast"], "never data-initialised"),
             ("shuffle without stored indices", shuffled, ["y0ast"], "permutation"),
             ("chaiyujin y_condition", pkg(cy_cond), ["chaiyujin"], "class-conditional"),
