@@ -727,7 +727,9 @@ static int png_decode_inner(png_rjob *j)
     if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(j->png);
     if (ct == PNG_COLOR_TYPE_GRAY && bd < 8) png_set_expand_gray_1_2_4_to_8(j->png);
     if (bd == 16) png_set_scale_16(j->png);
-    if (ct & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(j->png);
+    /* alpha is dropped, and so is the alpha channel that expanding a palette
+     * with a tRNS chunk adds */
+    if ((ct & PNG_COLOR_MASK_ALPHA) || png_get_valid(j->png, j->info, PNG_INFO_tRNS)) png_set_strip_alpha(j->png);
     if (il != PNG_INTERLACE_NONE) png_set_interlace_handling(j->png);
     png_read_update_info(j->png, j->info);
     int c = png_get_channels(j->png, j->info);

@@ -541,6 +541,80 @@ Test(png, variants, .init = setup_quiet, .fini = teardown)
     cr_assert_stdout_eq_str("");
 }
 
+/* a PNG with a tRNS chunk: palette entries with alpha, or one transparent
+ * gray / RGB colour */
+static void write_png_trns(const char *path, int w, int h, int bd, int ct, const uint8_t *data, size_t rowbytes,
+                           const png_color *pal, int npal, const png_byte *alpha, int nalpha,
+                           const png_color_16 *colour)
+{
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
+    png_infop info = png_create_info_struct(png);
+    if (setjmp(png_jmpbuf(png))) cr_assert_fail("libpng write failed");
+    png_init_io(png, f);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, bd, ct, PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT,
+                 PNG_FILTER_TYPE_DEFAULT);
+    if (pal) png_set_PLTE(png, info, pal, npal);
+    png_set_tRNS(png, info, alpha, nalpha, colour);
+    png_write_info(png, info);
+    for (int y = 0; y < h; ++y) png_write_row(png, (png_const_bytep)(data + (size_t)y * rowbytes));
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    fclose(f);
+}
+
+/* tRNS is ignored like an alpha channel: a palette with transparent entries
+ * (what many tools write for images with a transparent background) reads as
+ * its RGB colours, a transparent gray or RGB colour as itself */
+Test(png, trns_ignored, .init = setup_quiet, .fini = teardown)
+{
+    char err[512];
+    io_images im;
+    const int w = 5, h = 3;
+    png_color pal[4] = {{0, 0, 0}, {255, 0, 0}, {0, 128, 255}, {7, 8, 9}};
+    png_byte alpha[2] = {0, 128};
+    uint8_t idx[15];
+    for (int i = 0; i < 15; ++i) idx[i] = (uint8_t)(i % 4);
+    write_png_trns(tp("pal_trns.png"), w, h, 8, PNG_COLOR_TYPE_PALETTE, idx, (size_t)w, pal, 4, alpha, 2, NULL);
+    for (int model_c = 1; model_c <= 3; model_c += 2) {
+        cr_assert_eq(io_read_input(tp("pal_trns.png"), 8, model_c, &im, err, sizeof err), 0, "%s", err);
+        cr_assert(im.c == model_c && im.h == h && im.w == w);
+        for (int i = 0; i < 15; ++i) {
+            const png_color *pc = &pal[i % 4];
+            if (model_c == 1) {
+                cr_assert_eq(im.x[i], io_pixel_to_model(io_rgb_to_luma(pc->red, pc->green, pc->blue), 8));
+            } else {
+                cr_assert_eq(im.x[i], io_pixel_to_model(pc->red, 8));
+                cr_assert_eq(im.x[15 + i], io_pixel_to_model(pc->green, 8));
+                cr_assert_eq(im.x[30 + i], io_pixel_to_model(pc->blue, 8));
+            }
+        }
+        io_images_free(&im);
+    }
+    /* 4-bit gray with a transparent level: expanded to 8 bits, 15 -> 255 */
+    uint8_t g4[9];
+    for (int i = 0; i < 9; ++i) g4[i] = (uint8_t)(i * 0x11 + 0x10);
+    png_color_16 tg = {.gray = 1};
+    write_png_trns(tp("g4_trns.png"), 6, 3, 4, PNG_COLOR_TYPE_GRAY, g4, 3, NULL, 0, NULL, 0, &tg);
+    cr_assert_eq(io_read_input(tp("g4_trns.png"), 8, 1, &im, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < 18; ++i) {
+        unsigned v = (g4[i / 2] >> (i % 2 ? 0 : 4)) & 15;
+        cr_assert_eq(im.x[i], io_pixel_to_model((uint8_t)(v * 17), 8), "gray4 px %d", i);
+    }
+    io_images_free(&im);
+    /* 8-bit RGB with a transparent colour */
+    uint8_t rgb[45];
+    for (int i = 0; i < 45; ++i) rgb[i] = (uint8_t)(i * 5);
+    png_color_16 tc = {.red = 0, .green = 5, .blue = 10};
+    write_png_trns(tp("rgb_trns.png"), w, h, 8, PNG_COLOR_TYPE_RGB, rgb, (size_t)w * 3, NULL, 0, NULL, 0, &tc);
+    cr_assert_eq(io_read_input(tp("rgb_trns.png"), 8, 3, &im, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < 15; ++i)
+        for (int ch = 0; ch < 3; ++ch) cr_assert_eq(im.x[ch * 15 + i], io_pixel_to_model(rgb[3 * i + ch], 8));
+    io_images_free(&im);
+    cr_assert_stderr_eq_str("");
+}
+
 Test(write, grid_png, .init = setup, .fini = teardown)
 {
     char err[512];
