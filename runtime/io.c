@@ -1024,6 +1024,33 @@ static int read_npy_input(const char *path, FILE *f, int64_t fsize, int n_bits, 
     return 0;
 }
 
+/* an idx3-ubyte file (raw or gzipped): gray pixels [N,H,W] -> model space */
+static int read_idx_input(const char *path, int n_bits, int model_c, io_images *out, char *err, size_t errlen)
+{
+    if (check_model_c(path, model_c, err, errlen) != 0) return -1;
+    uint8_t *pix;
+    int64_t n, h, w, outn;
+    if (io_read_idx_u8(path, &pix, &n, &h, &w, err, errlen) != 0) return -1;
+    if (mul_cap(n * h * w, model_c, IO_MAX_ELEMS, &outn) != 0) {
+        free(pix);
+        return io_error(err, errlen, path, "idx: %lld images of %lld x %lld too large after conversion",
+                        (long long)n, (long long)h, (long long)w);
+    }
+    float *x = malloc((size_t)outn * sizeof(float));
+    if (!x) {
+        free(pix);
+        return io_error(err, errlen, path, "out of memory");
+    }
+    pixels_to_model(pix, n, h, w, 1, model_c, n_bits, x);
+    free(pix);
+    out->x = x;
+    out->n = n;
+    out->c = model_c;
+    out->h = h;
+    out->w = w;
+    return 0;
+}
+
 int io_read_input(const char *path, int n_bits, int model_c, io_images *out, char *err, size_t errlen)
 {
     if (!out) return io_error(err, errlen, path, "invalid argument");
@@ -1057,10 +1084,11 @@ int io_read_input(const char *path, int n_bits, int model_c, io_images *out, cha
         fclose(f);
         if (is_npy == 2 || is_png == 2 || is_jpg == 2)
             return io_error(err, errlen, path, "truncated file (%lld bytes)", (long long)fsize);
+        if (io_is_idx(path)) return read_idx_input(path, n_bits, model_c, out, err, errlen);
         if (is_png_name(path)) return io_error(err, errlen, path, "not a PNG file");
         if (is_jpg_name(path)) return io_error(err, errlen, path, "not a JPEG file");
         if (is_npy_name(path)) return io_error(err, errlen, path, "not a .npy file (bad magic)");
-        return io_error(err, errlen, path, "unrecognised file format (need .npy, PNG or JPEG content)");
+        return io_error(err, errlen, path, "unrecognised file format (need .npy, PNG, JPEG or idx3-ubyte content)");
     }
     if (fsize > IO_MAX_FILE_BYTES) {
         fclose(f);

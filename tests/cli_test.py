@@ -10,13 +10,18 @@
                log_p; sample with one seed gives bit-identical output at
                --threads 1/2/4 and --batch 1/7;
   memory       peak RSS minus the model's size differs by less than 10% for
-               two models that differ only in depth (n_flow 8 and 32).
+               two models that differ only in depth (n_flow 8 and 32);
+  inputs       legal but unusual inputs and options, with the shipped
+               models/fmnist.glow: idx files in encode / interp / manipulate,
+               option values that must be refused rather than reinterpreted,
+               files that must be named in the one line of an error.
 
-usage: cli_test.py --glowrt build/glowrt [--only errors,determinism,memory]
+usage: cli_test.py --glowrt build/glowrt [--only errors,determinism,memory,inputs]
 Ends with the line 'N passed, N failed'; exit code 1 if any failed.
 """
 import argparse
 import csv
+import gzip
 import io
 import os
 import stat
@@ -27,7 +32,7 @@ import tempfile
 import numpy as np
 import torch
 
-from harness import PY, check, export_random_model, finish, run
+from harness import PY, ROOT, check, export_random_model, finish, run
 
 
 def make_model(tmp, name, n_flow=2, n_block=2, hidden=16, size=8, in_channel=3, seed=1):
@@ -371,10 +376,36 @@ def test_memory(glowrt, tmp):
     check("peak RSS minus model size differs by %.1f%% (< 10%%) between n_flow 8 and 32" % (100 * diff), diff < 0.10)
 
 
+def test_inputs(glowrt, tmp):
+    m = os.path.join(ROOT, "models", "fmnist.glow")
+    u = (np.random.RandomState(3).rand(2, 28, 28) * 255).astype(np.uint8)
+    unpy = os.path.join(tmp, "u.npy")
+    np.save(unpy, u)
+    idx_data = struct.pack(">IIII", 0x803, 2, 28, 28) + u.tobytes()
+    idx = os.path.join(tmp, "u-idx3-ubyte")
+    open(idx, "wb").write(idx_data)
+    idxgz = idx + ".gz"
+    with gzip.open(idxgz, "wb") as f:
+        f.write(idx_data)
+
+    # idx files, which score reads, are inputs of encode, interp and manipulate too
+    z_idx, z_npy = os.path.join(tmp, "zi.npy"), os.path.join(tmp, "zn.npy")
+    r1 = run([glowrt, "encode", m, idx, idxgz, "-o", z_idx])
+    r2 = run([glowrt, "encode", m, unpy, unpy, "-o", z_npy])
+    check("encode of idx files (raw, gzipped) == encode of the same uint8 .npy",
+          r1.returncode == 0 and r2.returncode == 0 and open(z_idx, "rb").read() == open(z_npy, "rb").read(),
+          r1.stderr + r2.stderr)
+    r = run([glowrt, "interp", m, idx, idxgz, "-n", "3", "-o", os.path.join(tmp, "i.npy")])
+    check("interp between idx files", r.returncode == 0, r.stderr)
+    r = run([glowrt, "manipulate", m, "--pos", idx, "--neg", idxgz, "--alpha", "0", idx, "-o",
+             os.path.join(tmp, "mp.npy")])
+    check("manipulate with idx files", r.returncode == 0, r.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--glowrt", required=True)
-    ap.add_argument("--only", default="errors,determinism,memory")
+    ap.add_argument("--only", default="errors,determinism,memory,inputs")
     ap.add_argument("--small", action="store_true", help="a smaller model for determinism (emulated runs)")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -385,7 +416,7 @@ def main():
             if part == "determinism":
                 test_determinism(glowrt, tmp, a.small)
             else:
-                {"errors": test_errors, "memory": test_memory}[part](glowrt, tmp)
+                {"errors": test_errors, "memory": test_memory, "inputs": test_inputs}[part](glowrt, tmp)
     finish()
 
 

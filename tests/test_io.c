@@ -1033,3 +1033,43 @@ Test(io, npy_float64, .init = setup, .fini = teardown)
     for (int i = 0; i < 6; ++i) cr_assert_eq(x[i], (float)v[i], "element %d", i);
     free(x);
 }
+
+/* idx3-ubyte files (raw and gzipped) are inputs like any other: what glowrt
+ * encode, interp and manipulate read through io_read_input */
+Test(io, idx_input, .init = setup, .fini = teardown)
+{
+    const int n = 2, h = 3, w = 4;
+    uint8_t file[16 + 24];
+    const uint8_t hdr[16] = {0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4};
+    memcpy(file, hdr, 16);
+    for (int i = 0; i < n * h * w; ++i) file[16 + i] = (uint8_t)(i * 11);
+    write_bytes(tp("raw-idx3-ubyte"), file, sizeof file);
+    gzFile gz = gzopen(tp("gz-idx3-ubyte.gz"), "wb");
+    cr_assert_not_null(gz);
+    cr_assert_eq(gzwrite(gz, file, sizeof file), (int)sizeof file);
+    cr_assert_eq(gzclose(gz), Z_OK);
+    const char *paths[2] = {tp("raw-idx3-ubyte"), tp("gz-idx3-ubyte.gz")};
+    char err[512];
+    for (int k = 0; k < 2; ++k)
+        for (int c = 1; c <= 3; c += 2) {
+            io_images im;
+            cr_assert_eq(io_read_input(paths[k], 5, c, &im, err, sizeof err), 0, "%s", err);
+            cr_assert(im.n == n && im.c == c && im.h == h && im.w == w);
+            for (int i = 0; i < n; ++i)
+                for (int ch = 0; ch < c; ++ch)
+                    for (int j = 0; j < h * w; ++j)
+                        cr_assert_eq(im.x[(i * c + ch) * h * w + j], io_pixel_to_model(file[16 + i * h * w + j], 5));
+            io_images_free(&im);
+        }
+    /* an idx1 (labels) file is not images; a truncated idx3 says so */
+    const uint8_t labels[9] = {0, 0, 8, 1, 0, 0, 0, 1, 7};
+    write_bytes(tp("labels-idx1-ubyte"), labels, sizeof labels);
+    expect_input_error(tp("labels-idx1-ubyte"), 8, 1);
+    write_bytes(tp("short-idx3-ubyte"), file, sizeof file - 1);
+    expect_input_error(tp("short-idx3-ubyte"), 8, 1);
+    io_images im;
+    io_read_input(tp("short-idx3-ubyte"), 8, 1, &im, err, sizeof err);
+    cr_assert_not_null(strstr(err, "truncated"), "%s", err);
+    write_bytes(tp("c4-idx3-ubyte"), file, sizeof file);
+    expect_input_error(tp("c4-idx3-ubyte"), 8, 4);
+}
