@@ -401,6 +401,11 @@ def test_inputs(glowrt, tmp):
              os.path.join(tmp, "mp.npy")])
     check("manipulate with idx files", r.returncode == 0, r.stderr)
 
+    # --seed: blanks and signs are refused, not read by strtoull (" -5" would be 2^64 - 5)
+    for bad in (" -5", "+5", " 5"):
+        expect_error("--seed %r refused" % bad, [glowrt, "sample", m, "-n", "1", "--seed", bad, "-o",
+                                                 os.path.join(tmp, "s.npy")], "--seed")
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -37,7 +37,8 @@ long parse_long(const char *opt, const char *s, long lo, long hi) {
 uint64_t parse_u64(const char *opt, const char *s) {
     char *end;
     errno = 0;
-    if (*s == '-') die("%s: '%s' is not a non-negative integer", opt, s);
+    /* digits only: strtoull would skip blanks and then negate a '-' (" -5" is 2^64 - 5) */
+    if (*s < '0' || *s > '9') die("%s: '%s' is not a non-negative integer", opt, s);
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s || *end) die("%s: '%s' is not a non-negative integer", opt, s);
     return (uint64_t)v;
