@@ -405,6 +405,11 @@ def test_inputs(glowrt, tmp):
     for bad in (" -5", "+5", " 5"):
         expect_error("--seed %r refused" % bad, [glowrt, "sample", m, "-n", "1", "--seed", bad, "-o",
                                                  os.path.join(tmp, "s.npy")], "--seed")
+    # a threshold file whose score kind is unknown: the file is named, not an option never given
+    thr = os.path.join(tmp, "thr.json")
+    open(thr, "w").write('{"score": "bogus", "threshold": 9, "train_mean_bpd": 9}\n')
+    expect_error("--threshold with an unknown score kind names the file", [glowrt, "score", m, unpy, "--threshold", thr],
+                 thr)
 
 
 def main():

@@ -184,6 +184,8 @@ int cmd_score(int argc, char **argv) {
     if (thr_path) {
         if (ood_stats_read(thr_path, &st, err, sizeof err)) die("%s", err);
         if (!st.has_threshold) die("%s: no \"threshold\" (write it with glowrt calibrate)", thr_path);
+        if (st.score[0] && strcmp(st.score, "bpd") && strcmp(st.score, "typicality") && strcmp(st.score, "complexity"))
+            die("%s: \"score\" is '%s', not bpd, typicality or complexity", thr_path, st.score);
         score_kind k = st.score[0] ? parse_score_kind(st.score) : SCORE_BPD;
         if (ctx.kind != SCORE_NONE && ctx.kind != k)
             die("--score %s contradicts %s, calibrated for %s", score_kind_name(ctx.kind), thr_path, st.score);
