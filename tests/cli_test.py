@@ -411,6 +411,12 @@ def test_inputs(glowrt, tmp):
     expect_error("--threshold with an unknown score kind names the file", [glowrt, "score", m, unpy, "--threshold", thr],
                  thr)
 
+    # usage errors: one line, the command named once ("glowrt info: info: ..." before)
+    for cmd in ("info", "score", "encode", "decode", "sample", "bench", "calibrate", "eval", "interp", "manipulate"):
+        r = run([glowrt, cmd])
+        check("glowrt %s without arguments: one line, exit 2, no doubled prefix" % cmd,
+              r.returncode == 2 and r.stderr.count("\n") == 1 and ("%s: %s:" % (cmd, cmd)) not in r.stderr, r.stderr)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

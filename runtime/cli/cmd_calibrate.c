@@ -80,7 +80,7 @@ int cmd_calibrate(int argc, char **argv) {
         if (c == 1) {
             if (in_mode) ins[n_in++] = optarg;
             else if (!model) model = optarg;
-            else die("calibrate: unexpected '%s' (inputs go after --in)", optarg);
+            else die("unexpected '%s' (inputs go after --in)", optarg);
         } else if (c == OPT_IN) in_mode = 1;
         else if (c == OPT_SCORE) kind = parse_score_kind(optarg);
         else if (c == OPT_FPR) fpr = parse_double("--fpr", optarg, 0.0, 0.999999);
@@ -88,9 +88,9 @@ int cmd_calibrate(int argc, char **argv) {
         else if (c == 'h') { fputs(CALIBRATE_HELP, stdout); return 0; }
         else bad_option(argv);
     }
-    if (!model) die("calibrate: expects MODEL (see glowrt calibrate --help)");
-    if (!n_in) die("calibrate: expects --in INPUT... (see glowrt calibrate --help)");
-    if (!sc.o.output) die("calibrate: -o THRESHOLD.json is required");
+    if (!model) die("expects MODEL (see glowrt calibrate --help)");
+    if (!n_in) die("expects --in INPUT... (see glowrt calibrate --help)");
+    if (!sc.o.output) die("-o THRESHOLD.json is required");
     sc.m = load_model(model, 1);
     sc.need_complexity = kind == SCORE_COMPLEXITY;
     collect col = {0};
@@ -100,7 +100,7 @@ int cmd_calibrate(int argc, char **argv) {
         note("stopped by signal %d; nothing written", sig);
         return 128 + sig;
     }
-    if (!col.n) die("calibrate: no input could be scored");
+    if (!col.n) die("no input could be scored");
     double mean = 0, var = 0;
     for (int64_t i = 0; i < col.n; i++) mean += col.bpd[i];
     mean /= (double)col.n;

@@ -48,8 +48,8 @@ int cmd_decode(int argc, char **argv) {
         if (c == 'h') { fputs(DECODE_HELP, stdout); return 0; }
         bad_option(argv);
     }
-    if (argc - optind != 2) die("decode: expects MODEL and Z.npy (see glowrt decode --help)");
-    if (!o.output) die("decode: -o OUT is required");
+    if (argc - optind != 2) die("expects MODEL and Z.npy (see glowrt decode --help)");
+    if (!o.output) die("-o OUT is required");
     glowrt_model *m = load_model(argv[optind], 1);
     const char *zpath = argv[optind + 1];
     glowrt_info info;
@@ -103,9 +103,9 @@ int cmd_sample(int argc, char **argv) {
         else if (c == 'h') { fputs(SAMPLE_HELP, stdout); return 0; }
         else bad_option(argv);
     }
-    if (argc - optind != 1) die("sample: expects one MODEL (see glowrt sample --help)");
-    if (n < 0) die("sample: -n N is required");
-    if (!o.output) die("sample: -o OUT is required");
+    if (argc - optind != 1) die("expects one MODEL (see glowrt sample --help)");
+    if (n < 0) die("-n N is required");
+    if (!o.output) die("-o OUT is required");
     glowrt_model *m = load_model(argv[optind], 1);
     glowrt_info info;
     glowrt_model_info(m, &info);

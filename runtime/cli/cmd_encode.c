@@ -65,8 +65,8 @@ int cmd_encode(int argc, char **argv) {
         if (c == 'h') { fputs(ENCODE_HELP, stdout); return 0; }
         bad_option(argv);
     }
-    if (argc - optind < 2) die("encode: expects MODEL and at least one INPUT (see glowrt encode --help)");
-    if (!ctx.o.output) die("encode: -o Z.npy is required");
+    if (argc - optind < 2) die("expects MODEL and at least one INPUT (see glowrt encode --help)");
+    if (!ctx.o.output) die("-o Z.npy is required");
     ctx.m = load_model(argv[optind], 1);
     glowrt_info info;
     glowrt_model_info(ctx.m, &info);

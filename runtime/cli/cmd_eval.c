@@ -230,7 +230,7 @@ int cmd_eval(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "-h", opts, NULL)) != -1) {
         if (c != 'o' && common_option(c, optarg, &o)) continue;
         if (c == 1) {
-            if (mode < 0) die("eval: '%s' is neither after --in nor after --out", optarg);
+            if (mode < 0) die("'%s' is neither after --in nor after --out", optarg);
             lists[mode][counts[mode]++] = optarg;
         } else if (c == OPT_IN) mode = 0;
         else if (c == OPT_OUT) mode = 1;
@@ -241,7 +241,7 @@ int cmd_eval(int argc, char **argv) {
         else if (c == 'h') { fputs(EVAL_HELP, stdout); return 0; }
         else bad_option(argv);
     }
-    if (!counts[0] || !counts[1]) die("eval: expects --in X... and --out X... (see glowrt eval --help)");
+    if (!counts[0] || !counts[1]) die("expects --in X... and --out X... (see glowrt eval --help)");
     char err[GLOWRT_ERR_LEN];
     if (stats) {
         ood_stats st;
@@ -269,9 +269,9 @@ int cmd_eval(int argc, char **argv) {
         for (int s = 0; s < 2; s++)
             for (int i = 0; i < counts[s]; i++) read_csv(lists[s][i], &eo, &v[s]);
     }
-    if (!v[0].n || !v[1].n) die("eval: no scored rows in %s", !v[0].n ? "--in" : "--out");
+    if (!v[0].n || !v[1].n) die("no scored rows in %s", !v[0].n ? "--in" : "--out");
     ood_metrics m;
-    if (ood_evaluate(v[0].v, v[0].n, v[1].v, v[1].n, &m)) die("eval: scores include NaN");
+    if (ood_evaluate(v[0].v, v[0].n, v[1].v, v[1].n, &m)) die("scores include NaN");
     printf("n_in %" PRId64 "\nn_out %" PRId64 "\nauroc %.6f\naupr %.6f\nfpr95 %.6f\n", v[0].n, v[1].n, m.auroc, m.aupr,
            m.fpr95);
     if (plot) write_plot(plot, &v[0], &v[1]);

@@ -32,7 +32,7 @@ int cmd_info(int argc, char **argv) {
         else if (c == 'h') { fputs(INFO_HELP, stdout); return 0; }
         else bad_option(argv);
     }
-    if (optind != argc - 1) die("info: expects one MODEL (see glowrt info --help)");
+    if (optind != argc - 1) die("expects one MODEL (see glowrt info --help)");
     glowrt_model *m = load_model(argv[optind], 0);
     glowrt_info info;
     glowrt_model_info(m, &info);

@@ -105,8 +105,8 @@ int cmd_interp(int argc, char **argv) {
         else if (c == 'h') { fputs(INTERP_HELP, stdout); return 0; }
         else bad_option(argv);
     }
-    if (argc - optind != 3) die("interp: expects MODEL A B (see glowrt interp --help)");
-    if (!o.output) die("interp: -o OUT is required");
+    if (argc - optind != 3) die("expects MODEL A B (see glowrt interp --help)");
+    if (!o.output) die("-o OUT is required");
     enc e = {.o = &o};
     e.m = load_model(argv[optind], 1);
     glowrt_info info;
@@ -188,12 +188,12 @@ int cmd_manipulate(int argc, char **argv) {
         else if (c == 'h') { fputs(MANIPULATE_HELP, stdout); return 0; }
         else bad_option(argv);
     }
-    if (optind >= argc) die("manipulate: expects MODEL (see glowrt manipulate --help)");
+    if (optind >= argc) die("expects MODEL (see glowrt manipulate --help)");
     model = argv[optind];
     for (int i = optind + 1; i < argc; i++) lists[2][counts[2]++] = argv[i];
-    if (!counts[0] || !counts[1]) die("manipulate: expects --pos X and --neg X");
-    if (!counts[2]) die("manipulate: expects IMAGE... to move");
-    if (!o.output) die("manipulate: -o OUT is required");
+    if (!counts[0] || !counts[1]) die("expects --pos X and --neg X");
+    if (!counts[2]) die("expects IMAGE... to move");
+    if (!o.output) die("-o OUT is required");
     glowrt_model *m = load_model(model, 1);
     enc e[3];
     for (int k = 0; k < 3; k++) {

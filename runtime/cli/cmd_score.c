@@ -168,7 +168,7 @@ int cmd_score(int argc, char **argv) {
         if (c == OPT_FORMAT) {
             if (!strcmp(optarg, "csv")) ctx.jsonl = 0;
             else if (!strcmp(optarg, "jsonl")) ctx.jsonl = 1;
-            else die("score: --format must be csv or jsonl");
+            else die("--format must be csv or jsonl");
         } else if (c == OPT_SCORE) ctx.kind = parse_score_kind(optarg);
         else if (c == OPT_TRAIN_STATS) stats_path = optarg;
         else if (c == OPT_THRESHOLD) thr_path = optarg;
@@ -177,7 +177,7 @@ int cmd_score(int argc, char **argv) {
         else if (c == 'h') { fputs(SCORE_HELP, stdout); return 0; }
         else bad_option(argv);
     }
-    if (argc - optind < 2) die("score: expects MODEL and at least one INPUT (see glowrt score --help)");
+    if (argc - optind < 2) die("expects MODEL and at least one INPUT (see glowrt score --help)");
     char err[GLOWRT_ERR_LEN];
     ood_stats st;
     int have_mean = 0;
