@@ -417,6 +417,12 @@ def test_inputs(glowrt, tmp):
         check("glowrt %s without arguments: one line, exit 2, no doubled prefix" % cmd,
               r.returncode == 2 and r.stderr.count("\n") == 1 and ("%s: %s:" % (cmd, cmd)) not in r.stderr, r.stderr)
 
+    # eval: an empty CSV is an error naming it, not a file of no rows beside the others
+    good, empty = os.path.join(tmp, "good.csv"), os.path.join(tmp, "empty.csv")
+    open(good, "w").write("id,log_p,bpd,error\na,-1,2.5,\nb,-1,3.5,\n")
+    open(empty, "w").close()
+    expect_error("eval of an empty CSV names it", [glowrt, "eval", "--in", good, "--out", good, empty], empty)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

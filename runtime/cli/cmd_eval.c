@@ -123,6 +123,7 @@ static void read_csv(const char *path, const eval_opts *eo, vec *out) {
         if (eo->kind == SCORE_TYPICALITY && eo->has_mean && col == col_bpd) v = fabs(v - eo->mean);
         push(out, v);
     }
+    if (!lineno) die("%s: empty file, not a glowrt score CSV (no header)", path);
     free(line);
     fclose(f);
 }
