@@ -423,6 +423,20 @@ def test_inputs(glowrt, tmp):
     open(empty, "w").close()
     expect_error("eval of an empty CSV names it", [glowrt, "eval", "--in", good, "--out", good, empty], empty)
 
+    # an output in a missing directory fails before the work (here: before reading an input that
+    # would fail), not after it; image outputs that are directories are still created with parents
+    junk = os.path.join(tmp, "junk.png")
+    open(junk, "wb").write(b"\x89PNG\r\n\x1a\n junk")
+    nodir = os.path.join(tmp, "missing", "sub")
+    for cmd in (["encode", m, junk, "-o", nodir + "/z.npy"], ["decode", m, junk, "-o", nodir + "/d.png"],
+                ["interp", m, junk, junk, "-o", nodir + "/i.png"], ["calibrate", m, "--in", junk, "-o", nodir + "/t.json"],
+                ["manipulate", m, "--pos", junk, "--neg", junk, junk, "-o", nodir + "/m.npy"],
+                ["eval", "--in", junk, "--out", junk, "--plot", nodir + "/p.png"]):
+        expect_error("%s -o into a missing directory: refused first" % cmd[0], [glowrt] + cmd, nodir)
+    r = run([glowrt, "sample", m, "-n", "2", "-o", nodir + "/samples"])
+    check("sample -o a new directory (no extension) creates it with its parents",
+          r.returncode == 0 and sorted(os.listdir(nodir + "/samples")) == ["000000.png", "000001.png"], r.stderr)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

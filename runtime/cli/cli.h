@@ -43,6 +43,10 @@ void ensure_session(glowrt_session **s, int *sh, int *sw, const glowrt_model *m,
 typedef void (*input_fn)(const io_images *im, const char *path, int is_array, void *ctx);
 void for_each_input(char **args, int n_args, int n_bits, int model_c, input_fn fn, void *ctx);
 
+/* Dies now if out's directory is missing (images: 1 for write_output's
+ * outputs, which may be directories). */
+void check_output(const char *out, int images);
+
 /* Writes model-space images as .npy, .png/.jpg (grid) or a directory. */
 void write_output(const glowrt_model *m, const char *out, const float *x, int64_t n, int h, int w);
 

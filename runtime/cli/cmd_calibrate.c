@@ -91,6 +91,7 @@ int cmd_calibrate(int argc, char **argv) {
     if (!model) die("expects MODEL (see glowrt calibrate --help)");
     if (!n_in) die("expects --in INPUT... (see glowrt calibrate --help)");
     if (!sc.o.output) die("-o THRESHOLD.json is required");
+    check_output(sc.o.output, 0);
     sc.m = load_model(model, 1);
     sc.need_complexity = kind == SCORE_COMPLEXITY;
     collect col = {0};

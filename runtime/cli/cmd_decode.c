@@ -50,6 +50,7 @@ int cmd_decode(int argc, char **argv) {
     }
     if (argc - optind != 2) die("expects MODEL and Z.npy (see glowrt decode --help)");
     if (!o.output) die("-o OUT is required");
+    check_output(o.output, 1);
     glowrt_model *m = load_model(argv[optind], 1);
     const char *zpath = argv[optind + 1];
     glowrt_info info;
@@ -106,6 +107,7 @@ int cmd_sample(int argc, char **argv) {
     if (argc - optind != 1) die("expects one MODEL (see glowrt sample --help)");
     if (n < 0) die("-n N is required");
     if (!o.output) die("-o OUT is required");
+    check_output(o.output, 1);
     glowrt_model *m = load_model(argv[optind], 1);
     glowrt_info info;
     glowrt_model_info(m, &info);

@@ -67,6 +67,7 @@ int cmd_encode(int argc, char **argv) {
     }
     if (argc - optind < 2) die("expects MODEL and at least one INPUT (see glowrt encode --help)");
     if (!ctx.o.output) die("-o Z.npy is required");
+    check_output(ctx.o.output, 0);
     ctx.m = load_model(argv[optind], 1);
     glowrt_info info;
     glowrt_model_info(ctx.m, &info);

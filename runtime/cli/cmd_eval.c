@@ -243,6 +243,7 @@ int cmd_eval(int argc, char **argv) {
         else bad_option(argv);
     }
     if (!counts[0] || !counts[1]) die("expects --in X... and --out X... (see glowrt eval --help)");
+    if (plot) check_output(plot, 0);
     char err[GLOWRT_ERR_LEN];
     if (stats) {
         ood_stats st;

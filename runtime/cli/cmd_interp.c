@@ -107,6 +107,7 @@ int cmd_interp(int argc, char **argv) {
     }
     if (argc - optind != 3) die("expects MODEL A B (see glowrt interp --help)");
     if (!o.output) die("-o OUT is required");
+    check_output(o.output, 1);
     enc e = {.o = &o};
     e.m = load_model(argv[optind], 1);
     glowrt_info info;
@@ -194,6 +195,7 @@ int cmd_manipulate(int argc, char **argv) {
     if (!counts[0] || !counts[1]) die("expects --pos X and --neg X");
     if (!counts[2]) die("expects IMAGE... to move");
     if (!o.output) die("-o OUT is required");
+    check_output(o.output, 1);
     glowrt_model *m = load_model(model, 1);
     enc e[3];
     for (int k = 0; k < 3; k++) {

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -127,6 +129,28 @@ void ensure_session(glowrt_session **s, int *sh, int *sw, const glowrt_model *m,
     *sw = w;
 }
 
+
+/* An output file whose directory is missing fails before the work, not after
+ * it. Image outputs that are directories (a trailing '/', no .npy/.png/.jpg/
+ * .jpeg extension: io_write_images) are created with their parents. */
+void check_output(const char *out, int images) {
+    size_t n = strlen(out);
+    if (!n) die("-o: an empty path");
+    if (images) {
+        struct stat st;
+        int file = 0;
+        for (const char *const *e = (const char *const[]){".npy", ".png", ".jpg", ".jpeg", NULL}; *e; e++)
+            file |= n >= strlen(*e) && !strcasecmp(out + n - strlen(*e), *e);
+        if (!file || out[n - 1] == '/' || (stat(out, &st) == 0 && S_ISDIR(st.st_mode))) return;
+    }
+    const char *slash = strrchr(out, '/');
+    if (!slash || slash == out) return; /* the current directory, or / */
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - out), out);
+    struct stat st;
+    if (stat(dir, &st) != 0) die("%s: cannot write: %s: %s", out, dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", out, dir);
+}
 
 void write_output(const glowrt_model *m, const char *out, const float *x, int64_t n, int h, int w) {
     glowrt_info info;
