@@ -19,7 +19,7 @@ static const char *ENCODE_HELP =
     "Write the standardised latents eps of every image as float32 [N, D]: for\n"
     "each level in the order the levels are factored out (finest first, top\n"
     "last), (z - mean) * exp(-log_sd), flattened in C,H,W order. All inputs\n"
-    "must have one image size. INPUT as for glowrt score.\n";
+    "must have one image size. INPUT as for glowrt score, but not '-'.\n";
 
 typedef struct {
     glowrt_model *m;

@@ -39,7 +39,10 @@ static const char *EVAL_HELP =
     "  --plot FILE.png  histograms of the two scores (IN blue, OUT red, 60 bins\n"
     "                   over the 0.5..99.5 percentile range, each normalised to\n"
     "                   its own count; ticks at 0, 1/4, .. 1 of both axes)\n"
-    "  --batch N, --threads N   as for glowrt score (with --model)\n";
+    "  --batch N, --threads N   as for glowrt score (with --model)\n"
+    "\n"
+    "Exit codes: 0; 3 with --model when some inputs failed (one line each on\n"
+    "stderr; the others are used); 2 a bad option or file, or no scored rows.\n";
 
 typedef struct {
     double *v;
