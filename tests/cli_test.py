@@ -437,6 +437,17 @@ def test_inputs(glowrt, tmp):
     check("sample -o a new directory (no extension) creates it with its parents",
           r.returncode == 0 and sorted(os.listdir(nodir + "/samples")) == ["000000.png", "000001.png"], r.stderr)
 
+    # a newline in a file name does not split the one line of an error
+    nl = os.path.join(tmp, "new\nline")
+    os.mkdir(nl)
+    np.save(os.path.join(nl, "z.npy"), np.zeros((1, 5), np.float32))
+    np.save(os.path.join(nl, "big.npy"), np.full((1, 1, 28, 28), 1e30, np.float32))
+    expect_error("decode of latents of the wrong length, a newline in the path: one line",
+                 [glowrt, "decode", m, os.path.join(nl, "z.npy"), "-o", os.path.join(tmp, "d.npy")], "z.npy")
+    r = run([glowrt, "score", m, os.path.join(nl, "big.npy"), unpy])
+    check("score: the overflow of an input with a newline in its path is one line on stderr",
+          r.returncode == 3 and r.stderr.count("\n") == 1 and "overflows" in r.stderr, r.stderr)
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

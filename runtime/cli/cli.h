@@ -3,6 +3,7 @@
  * (cmd_*.c) uses them. */
 #ifndef GLOWRT_CLI_H
 #define GLOWRT_CLI_H
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -14,6 +15,7 @@
 extern const char *prog;  /* "glowrt score" etc., for messages */
 
 /* One line on stderr, exit code 2. */
+void vline(const char *fmt, va_list ap);
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 long parse_long(const char *opt, const char *s, long lo, long hi);

@@ -16,12 +16,20 @@
 
 const char *prog = "glowrt";
 
+/* "PROG: message" and a newline; a newline or carriage return inside the
+ * message (a file name may hold one) becomes a space: one line. */
+void vline(const char *fmt, va_list ap) {
+    char buf[8192];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    fprintf(stderr, "%s: %s\n", prog, buf);
+}
+
 void die(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vline(fmt, ap);
     va_end(ap);
     exit(EXIT_USAGE);
 }

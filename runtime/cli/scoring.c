@@ -124,9 +124,7 @@ void note(const char *fmt, ...) {
     progress_clear(g_progress);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "%s: ", prog);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vline(fmt, ap);
     va_end(ap);
     fflush(stderr);
 }
