@@ -4,16 +4,18 @@
         --image-size 28 --n-bits 8
 
 Source formats: `rosinality` (a rosinality/glow-pytorch state_dict, keys with or
-without the 'module.' prefix; also the layout of models/glow.py), `y0ast` (an
-unconditional y0ast/Glow-PyTorch state_dict; models/glow_y0ast.py is its
-layout), `chaiyujin` (an unconditional chaiyujin/glow-pytorch checkpoint, e.g.
-its utils.save's save_5k0.pkg with the state_dict under "graph"; --n-bits is 8;
-its [0, 1] input x' = u/255 is folded in as x' = 256/255 x + 0.5 of glowrt's
-x, so glowrt's log_p is upstream's log p(u/255) + D ln(256/255)), `openai` (an
+without the 'module.' prefix; also the layout of models/glow.py), `y0ast` (a
+y0ast/Glow-PyTorch state_dict; models/glow_y0ast.py is its layout), `chaiyujin`
+(a chaiyujin/glow-pytorch checkpoint, e.g. its utils.save's save_5k0.pkg with
+the state_dict under "graph"; --n-bits is 8; its [0, 1] input x' = u/255 is
+folded in as x' = 256/255 x + 0.5 of glowrt's x, so glowrt's log_p is
+upstream's log p(u/255) + D ln(256/255)), `openai` (an
 openai/glow TensorFlow checkpoint as its train.py saves it, read without
 TensorFlow: the prefix logs/model_best_loss.ckpt, its .index file or its
 directory; --n-bits and --image-size default to train.txt's beside it;
-models/glow_openai.py is its layout).
+models/glow_openai.py is its layout). A class-conditional y0ast, chaiyujin
+(y_condition) or openai (ycond) model is exported for one class, --class K: the
+file gives log p(x | y = K).
 Everything is folded in float64 and rounded to float32 once. Refuses (exit 2, one line) a
 checkpoint it cannot export faithfully: an actnorm that was never initialised,
 missing or unexpected keys, inconsistent shapes, an image size that 2^n_block
@@ -312,12 +314,15 @@ Y0AST_PERMS = ("invconv", "shuffle", "reverse")
 # input_map: (a, c) with the source's input x' = a x + c for glowrt's x, or None.
 # chaiyujin trains on ToTensor's u/255 in [0, 1]: x' = 256/255 x + 0.5 is
 # the same pixel u as glowrt's x = (u + 0.5)/256 - 0.5.
+# linear: a LinearZeros' nn.Linear (y_condition's project_ycond / project_class;
+# chaiyujin's LinearZeros subclasses nn.Linear).
 Y0AST_LAYOUTS = {
     "y0ast": dict(net="block.", conv="conv.", zeros="conv.", lower="lower", upper="upper",
-                  top="learn_top_fn.", prior_batch=False, input_map=None),
+                  top="learn_top_fn.", prior_batch=False, input_map=None, linear="linear."),
     "chaiyujin": dict(net="f.", conv="", zeros="", lower="l", upper="u",
-                      top="learn_top.", prior_batch=True, input_map=(256.0 / 255.0, 0.5)),
+                      top="learn_top.", prior_batch=True, input_map=(256.0 / 255.0, 0.5), linear=""),
 }
+Y0AST_COND = ("project_ycond.", "project_class.")
 
 
 def _an_keys(expected, p, c, inited):
@@ -335,16 +340,31 @@ def _zeros_keys(expected, p, cin, cout, L):
     expected[p + "logs"] = (cout, 1, 1)
 
 
-def infer_y0ast(sd, flow_permutation=None, layout="y0ast"):
+def check_class(n_y, label, what):
+    """A class-conditional model (n_y classes; 0: unconditional) needs --class K,
+    0 <= K < n_y; an unconditional one takes none. what: the source's switch."""
+    if n_y and label is None:
+        raise ExportError("class-conditional model (%s, %d classes): pass --class K to export log p(x | y = K)"
+                          % (what, n_y))
+    if label is not None and not (n_y and 0 <= label < n_y):
+        raise ExportError("--class %d: the model %s" % (label, "has %d classes" % n_y if n_y
+                                                         else "is not class-conditional"))
+
+
+def _linear_zeros_keys(expected, p, cin, cout, L):
+    """A LinearZeros: (linear.)weight [out, in], (linear.)bias, logs [out]."""
+    expected[p + L["linear"] + "weight"] = (cout, cin)
+    expected[p + L["linear"] + "bias"] = (cout,)
+    expected[p + "logs"] = (cout,)
+
+
+def infer_y0ast(sd, flow_permutation=None, layout="y0ast", label=None):
     """Structure of a y0ast/Glow-PyTorch (or, with layout="chaiyujin", a
     chaiyujin/glow-pytorch) state_dict; checks the key set and shapes.
     flow_permutation: what to assume when the steps store no permutation keys
-    (upstream keeps Permute2d's indices as plain attributes)."""
+    (upstream keeps Permute2d's indices as plain attributes). label: --class,
+    required by a class-conditional (y_condition) model and refused otherwise."""
     L = Y0AST_LAYOUTS[layout]
-    cond = sorted(k for k in sd if k.startswith(("project_ycond.", "project_class.")))
-    if cond:
-        raise ExportError("class-conditional model (%s): only unconditional %s models are supported"
-                          % (cond[0], layout))
     for other, M in Y0AST_LAYOUTS.items():
         net = [k for k in sd if other != layout and re.match(r"flow\.layers\.\d+\.%s\.0\." % M["net"][:-1], k)]
         if net:
@@ -354,7 +374,7 @@ def infer_y0ast(sd, flow_permutation=None, layout="y0ast"):
         m = re.match(r"flow\.layers\.(\d+)\.(.*)$", k)
         if m:
             (splits if m.group(2).startswith("conv.") else steps).add(int(m.group(1)))
-        elif not (k == "prior_h" or k.startswith(L["top"])):
+        elif not (k == "prior_h" or k.startswith((L["top"],) + Y0AST_COND)):
             raise ExportError("unexpected key %s" % k)
     if not steps:
         raise ExportError("no flow.layers.* keys: not a %s Glow state_dict" % layout)
@@ -458,6 +478,17 @@ def infer_y0ast(sd, flow_permutation=None, layout="y0ast"):
     learn_top = any(k.startswith(L["top"]) for k in sd)
     if learn_top:
         _zeros_keys(expected, L["top"], 2 * c, 2 * c, L)
+    # y_condition: project_ycond LinearZeros(y_classes, 2C), project_class LinearZeros(C, y_classes)
+    n_y = 0
+    if any(k.startswith(Y0AST_COND) for k in sd):
+        ky = "project_ycond." + L["linear"] + "weight"
+        if ky not in sd:
+            raise ExportError("missing key " + ky)
+        if sd[ky].ndim != 2 or sd[ky].shape[1] < 1:
+            raise ExportError("inconsistent shape of %s: %s" % (ky, tuple(sd[ky].shape)))
+        n_y = int(sd[ky].shape[1])
+        _linear_zeros_keys(expected, "project_ycond.", n_y, 2 * c, L)
+        _linear_zeros_keys(expected, "project_class.", c, n_y, L)
     ph = sd.get("prior_h")
     ok4 = ph is not None and ph.ndim == 4 and ph.shape[0] >= 1
     # chaiyujin: one all-zero row per image of its training batch (batch_size / number of GPUs)
@@ -475,10 +506,11 @@ def infer_y0ast(sd, flow_permutation=None, layout="y0ast"):
             raise ExportError("%sindices_inverse does not invert %sindices" % (q, q))
     if np.any(sd["prior_h"] != 0):
         raise ExportError("prior_h is not zero: a spatially varying top prior is not supported")
+    check_class(n_y, label, "y_condition")
     return dict(in_channels=c_in, n_block=n_block, n_flow=n_flow, hidden=hidden, affine=affine,
                 perm=perm, lu_masks=lu_masks, perm_buffers=perm_buffers, inited=inited,
                 learn_top=learn_top, top_hw=tuple(sd["prior_h"].shape[2:]), prior_batch=sd["prior_h"].shape[0],
-                invconv={"lu": "lu", "plain": "plain"}.get(perm, "permutation"), layout=layout)
+                invconv={"lu": "lu", "plain": "plain"}.get(perm, "permutation"), layout=layout, n_y=n_y)
 
 
 def y0ast_zeros(sd, p, L):
@@ -513,8 +545,9 @@ def y0ast_perm_matrix(sd, p, perm, C, L):
     return W, 0.0
 
 
-def build_y0ast(sd, info):
-    """-> (tensors [(name, float64 array)], ops [(code, ints, f64s, names)])."""
+def build_y0ast(sd, info, label=None):
+    """-> (tensors [(name, float64 array)], ops [(code, ints, f64s, names)]).
+    label: the class K of a class-conditional model."""
     tensors, ops = [], []
 
     def add(name, arr):
@@ -557,9 +590,15 @@ def build_y0ast(sd, info):
             w, b = y0ast_zeros(sd, "flow.layers.%d.conv." % (i * (K + 2) + K + 1), L)
             ops.append((OP_SPLIT, [C, 1], [], [add("b%d.split.w" % i, w), add("b%d.split.b" % i, b), None]))
             c = C // 2
-        elif info["learn_top"]:
+        elif info["learn_top"] or info["n_y"]:
             # Conv2dZeros over the all-zero prior_h, zero padded: its bias everywhere
-            _, b = y0ast_zeros(sd, L["top"], L)
+            b = y0ast_zeros(sd, L["top"], L)[1] if info["learn_top"] else np.zeros(2 * C)
+            if info["n_y"]:
+                # y_condition: h += project_ycond(one_hot(K)) after learn_top, the same at every
+                # position: LinearZeros (W[:, K] + bias) * exp(3 * logs)
+                q = "project_ycond."
+                b = b + (sd[q + L["linear"] + "weight"][:, label] + sd[q + L["linear"] + "bias"]) * \
+                    np.exp(3.0 * sd[q + "logs"])
             # zero edge table: taps outside read zeros (glowfile.Plan wants the tensor present)
             ops.append((OP_TOP_PRIOR, [C, 0, 1], [], [add("top.b", b), add("top.e", np.zeros((9, 2 * C)))]))
         else:
@@ -580,12 +619,7 @@ def load_openai(path, ema=False, label=None):
         stored = tfckpt.read_variables(prefix, sorted(set(sel.values())))
     except (tfckpt.CheckpointError, glow_openai.LayoutError) as e:
         raise ExportError(str(e))
-    if info["n_y"] and label is None:
-        raise ExportError("class-conditional model (ycond, %d classes): pass --class K to export log p(x | y = K)"
-                          % info["n_y"])
-    if label is not None and not (info["n_y"] and 0 <= label < info["n_y"]):
-        raise ExportError("--class %d: the model %s" % (label, "has %d classes" % info["n_y"] if info["n_y"]
-                                                         else "is not class-conditional"))
+    check_class(info["n_y"], label, "ycond")
     var = {}
     for k, shape in glow_openai.expected_variables(info).items():
         v = np.asarray(stored[sel[k]])
@@ -740,9 +774,10 @@ def rosinality_module(info):
     return model
 
 
-def self_check_y0ast(path, sd, info, height, width, n=2):
+def self_check_y0ast(path, sd, info, height, width, n=2, label=None):
     """Re-read the file (all CRCs) and run its plan in float64 against
-    models/glow_y0ast.py (loaded strictly with the state_dict) in float64."""
+    models/glow_y0ast.py (loaded strictly with the state_dict) in float64;
+    a class-conditional model's log p(x | y = label)."""
     import torch
     from glow_y0ast import Glow as Y0astGlow
     g = glowfile.read_glow(path, verify=True)
@@ -751,14 +786,15 @@ def self_check_y0ast(path, sd, info, height, width, n=2):
                             ("perm", info["perm_buffers"])) if on]
     model = Y0astGlow(info["in_channels"], info["hidden"], info["n_flow"], info["n_block"], perm,
                       "affine" if info["affine"] else "additive", info["perm"] == "lu", info["learn_top"],
-                      info["top_hw"], bufs, layout=info["layout"], prior_batch=info["prior_batch"])
+                      info["top_hw"], bufs, layout=info["layout"], prior_batch=info["prior_batch"],
+                      y_classes=info["n_y"])
     model = model.double().eval()
     msd = model.state_dict()
     # plain weights may be stored conv-shaped; everything else loads as is (strict)
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)).reshape(msd[k].shape).to(msd[k].dtype)
                            for k, v in sd.items()})
     model.mark_initialized()
-    return compare_plan(g, model, info["in_channels"], height, width, n)
+    return compare_plan(g, model.given(label) if info["n_y"] else model, info["in_channels"], height, width, n)
 
 
 def train_progress(ckpt):
@@ -852,7 +888,10 @@ def main(argv=None):
                     help="openai: export the polyak averages (.../ExponentialMovingAverage) instead of the weights "
                          "(upstream's train.py evaluates and samples with the weights)")
     ap.add_argument("--class", dest="label", type=int,
-                    help="openai: the class K of a class-conditional (ycond) model; the file gives log p(x | y = K)")
+                    help="openai, y0ast, chaiyujin: the class K (0-based) of a class-conditional model (openai's "
+                         "ycond, y0ast's and chaiyujin's y_condition), required for one and refused otherwise; "
+                         "the file gives log p(x | y = K) (its one-hot class vector; the classifier head is "
+                         "not used)")
     ap.add_argument("--no-check", action="store_true", help="skip the float64 self-check")
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
@@ -860,8 +899,11 @@ def main(argv=None):
     QUIET = a.quiet
     try:
         glowfile.output_target(a.output)  # refused now, not after the checkpoint is read and folded
-        if a.source_format != "openai" and (a.ema or a.label is not None):
-            raise ExportError("--ema and --class are for openai checkpoints")
+        if a.source_format != "openai" and a.ema:
+            raise ExportError("--ema is for openai checkpoints")
+        if a.source_format == "rosinality" and a.label is not None:
+            raise ExportError("--class is for class-conditional openai, y0ast and chaiyujin checkpoints "
+                              "(rosinality's Glow has no classes)")
         if not (64 <= a.alignment <= MAX_ALIGNMENT and a.alignment & (a.alignment - 1) == 0):
             raise ExportError("--alignment %d: a power of two from 64 to %d (what glowrt loads)"
                               % (a.alignment, MAX_ALIGNMENT))
@@ -908,7 +950,7 @@ def main(argv=None):
                         invconv={"invconv": "plain", "lu": "lu"}.get(info["perm"], "permutation"))
         else:
             sd = load_state_dict(a.checkpoint)
-            info = infer_y0ast(sd, a.flow_permutation, a.source_format) if y0ast else infer_rosinality(sd)
+            info = infer_y0ast(sd, a.flow_permutation, a.source_format, a.label) if y0ast else infer_rosinality(sd)
         f = 2 ** info["n_block"]
         if h % f or w % f or h < f or w < f:
             raise ExportError("image size %dx%d not divisible by 2^n_block = %d" % (h, w, f))
@@ -918,7 +960,7 @@ def main(argv=None):
             if a.source_format == "openai":
                 tensors, ops = build_openai(var, info, a.label)
             else:
-                tensors, ops = build_y0ast(sd, info) if y0ast else build_rosinality(sd, info)
+                tensors, ops = build_y0ast(sd, info, a.label) if y0ast else build_rosinality(sd, info)
             for name, arr in tensors:
                 if not np.all(np.isfinite(np.asarray(arr, dtype=np.float32))):
                     raise ExportError("tensor %s is not finite in float32 once folded (weights or scales too "
@@ -943,6 +985,8 @@ def main(argv=None):
             if info["perm"] in ("shuffle", "reverse"):
                 kv.append(("source.flow_permutation", info["perm"]))
         else:
+            if y0ast and info["n_y"]:
+                kv.append(("source.class", a.label))
             kv += train_info(a.checkpoint)
         progress("writing %s (%d tensors)" % (a.output, len(tensors)))
         size = glowfile.write_glow(a.output, kv, tensors, ops, alignment=a.alignment)
@@ -957,8 +1001,10 @@ def main(argv=None):
             try:
                 if a.source_format == "openai":
                     d_ll, d_eps = self_check_openai(a.output, var, info, a.label, ch, cw)
+                elif y0ast:
+                    d_ll, d_eps = self_check_y0ast(a.output, sd, info, ch, cw, label=a.label)
                 else:
-                    d_ll, d_eps = (self_check_y0ast if y0ast else self_check)(a.output, sd, info, ch, cw)
+                    d_ll, d_eps = self_check(a.output, sd, info, ch, cw)
             except (ExportError, glowfile.GlowFileError) as e:
                 os.remove(a.output)
                 raise ExportError(str(e))

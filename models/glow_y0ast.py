@@ -8,6 +8,16 @@ are checked against.
     ll = m.log_prob(x)     # log p(z) + logdet per image, nats, no dequantisation noise
     eps = m.encode(x)      # [N, D] standardised latents, finest level first
 
+Class-conditional models (upstream's `y_condition`, `y_classes=n`): Glow(...,
+y_classes=n) adds project_ycond (n -> 2C) and project_class (C -> n), both
+LinearZeros (a linear layer times exp(3 * logs)); then log_prob(x, y) and
+encode(x, y) take the class y, an int K (one-hot) or an [N, n] tensor (upstream's
+y_onehot), and the top prior's h (learn_top's output over the all-zero prior_h,
+else zero) gains project_ycond(y) at every position before it is split into
+mean and log-sd. `given(y)` is the same model with y fixed (log_prob(x),
+encode(x)). project_class, the classifier head, only feeds upstream's class
+loss; it is here for the key set and never enters log p(x | y).
+
 x is in glowrt's model space (pixels at x = (u + 0.5)/256 - 0.5). The y0ast
 layout models that space itself. chaiyujin's models see ToTensor's x' = u/255
 in [0, 1], so with layout="chaiyujin" the module first maps x' = 256/255 x + 0.5
@@ -31,6 +41,10 @@ are nn.Conv2d subclasses, so no `.conv.`): flow.layers.{j}.f.{0,2}.weight,
 .f.{0,2}.actnorm.{bias,logs}, .f.4.{weight,bias,logs}, LU .invconv.{p,sign_s,l,u,log_s};
 splits flow.layers.{j}.conv.{weight,bias,logs}; learn_top.{weight,bias,logs};
 prior_h an all-zero nn.Parameter [batch_size, 2C, h, w] (`prior_batch`).
+
+y_condition keys: y0ast project_ycond.linear.{weight,bias}, project_ycond.logs
+(and project_class.*, the same); chaiyujin (LinearZeros an nn.Linear subclass)
+project_ycond.{weight,bias,logs}, project_class.{weight,bias,logs}.
 """
 import math
 
@@ -192,6 +206,33 @@ class Conv2dZerosFlat(nn.Conv2d):
         return super().forward(x) * torch.exp(3.0 * self.logs)
 
 
+class LinearZeros(nn.Module):
+    """y0ast layout: nn.Linear `linear` (in -> out), output times exp(3 * logs); logs [out]."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.linear = nn.Linear(cin, cout)
+        self.linear.weight.data.zero_()
+        self.linear.bias.data.zero_()
+        self.logs = nn.Parameter(torch.zeros(cout))
+
+    def forward(self, x):
+        return self.linear(x) * torch.exp(3.0 * self.logs)
+
+
+class LinearZerosFlat(nn.Linear):
+    """chaiyujin layout of LinearZeros: weight, bias, logs on the module itself."""
+
+    def __init__(self, cin, cout):
+        super().__init__(cin, cout)
+        self.weight.data.zero_()
+        self.bias.data.zero_()
+        self.logs = nn.Parameter(torch.zeros(cout))
+
+    def forward(self, x):
+        return super().forward(x) * torch.exp(3.0 * self.logs)
+
+
 def conv_classes(layout):
     """(Conv + ActNorm, Conv2dZeros) of a layout."""
     if layout not in LAYOUTS:
@@ -269,7 +310,7 @@ class FlowNet(nn.Module):
 class Glow(nn.Module):
     def __init__(self, in_channels, hidden, K, L, flow_permutation="invconv", flow_coupling="affine",
                  lu_decomposed=True, learn_top=True, top_hw=(4, 4), buffers=(), seed=0, layout="y0ast",
-                 prior_batch=1):
+                 prior_batch=1, y_classes=0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.in_channels = in_channels
@@ -281,6 +322,11 @@ class Glow(nn.Module):
         self.top_name = "learn_top_fn" if layout == "y0ast" else "learn_top"
         if learn_top:
             setattr(self, self.top_name, conv_classes(layout)[1](2 * c, 2 * c))
+        self.y_classes = y_classes  # 0: unconditional
+        if y_classes:
+            lin = LinearZeros if layout == "y0ast" else LinearZerosFlat
+            self.project_ycond = lin(y_classes, 2 * c)  # class -> (mean, log-sd) of the top prior
+            self.project_class = lin(c, y_classes)  # classifier head: not part of log p(x | y)
         if layout == "y0ast":
             self.register_buffer("prior_h", torch.zeros(1, 2 * c, *top_hw))
         else:  # a parameter, one row per image of a training batch (never trained: detached)
@@ -292,15 +338,34 @@ class Glow(nn.Module):
             if isinstance(m, ActNorm):
                 m.mark_done()
 
-    def top_prior(self, z):
+    def one_hot(self, y, n):
+        """y (None, a class index, or an [N, y_classes] tensor) as [n, y_classes] in float64."""
+        if not self.y_classes:
+            if y is not None:
+                raise ValueError("a class given to an unconditional model")
+            return None
+        if y is None:
+            raise ValueError("a class-conditional model needs y")
+        if isinstance(y, int):
+            if not 0 <= y < self.y_classes:
+                raise ValueError("class %d of %d" % (y, self.y_classes))
+            out = torch.zeros(n, self.y_classes, dtype=torch.float64)
+            out[:, y] = 1.0
+            return out
+        return torch.as_tensor(y, dtype=torch.float64).reshape(n, self.y_classes)
+
+    def top_prior(self, z, y=None):
         n, c, h, w = z.shape
         p = torch.zeros(n, 2 * c, h, w, dtype=z.dtype)  # prior_h, at this image size
         if self.has_top:
             p = getattr(self, self.top_name)(p)
+        yv = self.one_hot(y, n)
+        if yv is not None:  # after learn_top: the same offset at every position
+            p = p + self.project_ycond(yv.to(z.dtype)).view(n, 2 * c, 1, 1)
         return p[:, :c], p[:, c:]
 
-    def _run(self, x):
-        """-> (log p(z) + logdet [N], eps per level)."""
+    def _run(self, x, y=None):
+        """-> (log p(z) + logdet [N], eps per level); y: the class of a conditional model."""
         n = x.shape[0]
         ll = torch.zeros(n, dtype=x.dtype)
         eps = []
@@ -320,27 +385,45 @@ class Glow(nn.Module):
                 mean, logs = layer.prior(z)
                 ll = ll + gaussian_log_p(z2, mean, logs).flatten(1).sum(1)
                 eps.append(((z2 - mean) * torch.exp(-logs)).flatten(1))
-        mean, logs = self.top_prior(z)
+        mean, logs = self.top_prior(z, y)
         ll = ll + gaussian_log_p(z, mean, logs).flatten(1).sum(1)
         eps.append(((z - mean) * torch.exp(-logs)).flatten(1))
         return ll, eps
 
+    def log_prob(self, x, y=None):
+        """log p(x) (log p(x | y) for a conditional model), nats per image."""
+        return self._run(x, y)[0]
+
+    def encode(self, x, y=None):
+        return torch.cat(self._run(x, y)[1], 1)
+
+    def given(self, y):
+        """This model with the class fixed: an object with log_prob(x) and encode(x)."""
+        return _Given(self, y)
+
+
+class _Given:
+    def __init__(self, model, y):
+        self.model, self.y = model, y
+
     def log_prob(self, x):
-        return self._run(x)[0]
+        return self.model.log_prob(x, self.y)
 
     def encode(self, x):
-        return torch.cat(self._run(x)[1], 1)
+        return self.model.encode(x, self.y)
 
 
 def random_model(in_channels, hidden, K, L, flow_permutation="invconv", flow_coupling="affine",
                  lu_decomposed=True, learn_top=True, height=8, width=8, buffers=(), seed=0, noise=1.0,
-                 layout="y0ast", prior_batch=1):
+                 layout="y0ast", prior_batch=1, y_classes=0):
     """A Glow of the given layout with every actnorm data-initialised on random model-space
     data (in layer order, as the first training batch does) and every other
-    parameter perturbed, Conv2dZeros included, so couplings and priors are non-trivial."""
+    parameter perturbed, Conv2dZeros and LinearZeros included (y_classes > 0: a
+    class-conditional model, its project_ycond / project_class weights, biases and
+    logs all non-zero), so couplings and priors are non-trivial."""
     f = 2 ** L
     m = Glow(in_channels, hidden, K, L, flow_permutation, flow_coupling, lu_decomposed, learn_top,
-             (height // f, width // f), buffers, seed, layout, prior_batch)
+             (height // f, width // f), buffers, seed, layout, prior_batch, y_classes)
     g = torch.Generator().manual_seed(seed + 1)
 
     def rnd(shape, std):
@@ -364,14 +447,14 @@ def random_model(in_channels, hidden, K, L, flow_permutation="invconv", flow_cou
                 elif isinstance(mod, ConvActNormFlat) or (isinstance(mod, nn.Conv2d) and p.dim() == 4
                                                           and mod.bias is None):
                     p.copy_(rnd(p.shape, (2.0 / fan_in) ** 0.5))  # the convs before an actnorm
-                elif name == "weight":  # Conv2dZeros: coupling output, split and top priors
+                elif name == "weight":  # Conv2dZeros (coupling output, split and top priors), LinearZeros
                     p.copy_(rnd(p.shape, 0.3 * noise / fan_in ** 0.5))
                 elif name in ("bias", "logs"):
                     p.copy_(rnd(p.shape, 0.05 * noise))
                 else:
                     raise RuntimeError("random_model: unhandled parameter %s of %s" % (name, type(mod).__name__))
         x = torch.rand(16, in_channels, height, width, generator=g) - 0.5
-        m.log_prob(x)  # data-dependent actnorm init
+        m.log_prob(x, 0 if y_classes else None)  # data-dependent actnorm init (the prior plays no part)
         for name, p in m.named_parameters():
             if name.endswith("actnorm.bias"):
                 p.add_(rnd(p.shape, 0.02 * noise))

@@ -12,6 +12,9 @@ the module in float64, with tests/parity.py's tolerances:
 |dlog_p| <= 1e-5 |log_p| + 1e-3, max|deps| <= 1e-4, decode(encode(x)) within 1e-4.
 chaiyujin cases give glowrt 8-bit pixels (uint8 .npy), so its pixel map and the
 exporter's fold of upstream's u/255 input are checked together.
+Class-conditional cases (upstream's y_condition: project_ycond, project_class)
+are exported with --class K and compared with the module's log p(x | y = K)
+(and eps), after checking that the class changes the reference's log_p.
 Then malformed checkpoints that the exporter must refuse (exit 2, one line).
 """
 import os
@@ -51,14 +54,22 @@ CHAIYUJIN_CASES = [
     (1, 2, 2, "additive", "invconv", True, True, 9, 8, (), "plain3"),
     (3, 3, 1, "affine", "shuffle", False, False, 4, 16, ("perm",), "pkg2"),  # a fork that stores indices
 ]
-ALL_CASES = [("y0ast", c) for c in CASES] + [("chaiyujin", c) for c in CHAIYUJIN_CASES]
+# class-conditional (y_condition): (layout, case as above, (y_classes, the class K exported))
+COND_CASES = [
+    ("y0ast", (3, 2, 2, "affine", "invconv", True, True, 7, 8, (), "plain"), (10, 7)),
+    ("y0ast", (1, 3, 1, "additive", "invconv", False, False, 5, 16, ("inited",), "wrapped"), (2, 0)),
+    ("chaiyujin", (3, 1, 2, "affine", "invconv", True, False, 6, 8, (), "pkg4"), (40, 39)),
+    ("chaiyujin", (1, 2, 1, "affine", "reverse", False, True, 9, 16, (), "pkg2"), (3, 1)),
+]
+ALL_CASES = [("y0ast", c, None) for c in CASES] + [("chaiyujin", c, None) for c in CHAIYUJIN_CASES] + COND_CASES
 
 
 def describe(lcase):
-    layout, (c, L, K, coup, perm, lu, lt, hid, S, bufs, how) = lcase
+    layout, (c, L, K, coup, perm, lu, lt, hid, S, bufs, how), cls = lcase
     p = perm + ("-lu" if perm == "invconv" and lu else "-plain" if perm == "invconv" else "")
-    return "%s C=%d L=%d K=%d %s %s learn_top=%d hidden=%d %dx%d keys+%s %s" % (
-        layout, c, L, K, coup, p, lt, hid, S, S, ",".join(bufs) or "none", how)
+    return "%s C=%d L=%d K=%d %s %s learn_top=%d hidden=%d %dx%d keys+%s %s%s" % (
+        layout, c, L, K, coup, p, lt, hid, S, S, ",".join(bufs) or "none", how,
+        " y_condition %d classes --class %d" % cls if cls else "")
 
 
 def save_ckpt(sd, path, how):
@@ -72,16 +83,17 @@ def save_ckpt(sd, path, how):
 
 
 def run_case(k, lcase, args, work):
-    layout, (c, L, K, coup, perm, lu, lt, hid, S, bufs, how) = lcase
+    layout, (c, L, K, coup, perm, lu, lt, hid, S, bufs, how), cls = lcase
     d = os.path.join(work, "case%02d" % k)
     os.makedirs(d, exist_ok=True)
     pb = int(how.lstrip("pkglain") or 1) if layout == "chaiyujin" else 1
     model = random_model(c, hid, K, L, perm, coup, lu, lt, S, S, buffers=bufs, seed=2000 + k,
-                         layout=layout, prior_batch=pb)
+                         layout=layout, prior_batch=pb, y_classes=cls[0] if cls else 0)
     pt, gl = os.path.join(d, "save_5k0.pkg" if how.startswith("pkg") else "model.pt"), os.path.join(d, "model.glow")
     save_ckpt(model.state_dict(), pt, how)
     extra = ["--flow-permutation", perm] if perm in ("shuffle", "reverse") and "perm" not in bufs else []
     extra += ["--n-bits", "8"] if layout == "y0ast" else []  # chaiyujin: 8, the default
+    extra += ["--class", str(cls[1])] if cls else []
     rc, err = export_quiet([layout, pt, "-o", gl, "--image-size", str(S), "-q"] + extra)
     if rc != 0:
         raise RuntimeError("export failed (exit %d): %s" % (rc, err.strip()))
@@ -97,8 +109,12 @@ def run_case(k, lcase, args, work):
     md = model.double()
     with torch.no_grad():
         xt = torch.from_numpy(x.astype(np.float64))
-        ref_ll = md.log_prob(xt).numpy()
-        ref_eps = md.encode(xt).numpy()
+        ref_ll = md.log_prob(xt, cls[1] if cls else None).numpy()
+        ref_eps = md.encode(xt, cls[1] if cls else None).numpy()
+        if cls:  # the class must matter, or a file that ignores it would pass
+            other = md.log_prob(xt, (cls[1] + 1) % cls[0]).numpy()
+            if not np.all(np.abs(other - ref_ll) > 1e-5 * np.abs(ref_ll) + 1e-2):
+                raise RuntimeError("the reference's log_p hardly depends on the class: %s vs %s" % (ref_ll, other))
     common = ["--batch", "2", "--threads", "2"]
     ll, bpd = parse_score_csv(run_cli([args.glowrt, "score", gl, xp, "--format", "csv"] + common, args.timeout), n)
     run_cli([args.glowrt, "encode", gl, xp, "-o", zp] + common, args.timeout)
@@ -113,20 +129,20 @@ def run_case(k, lcase, args, work):
 def bad_checkpoints():
     """(name, state_dict, source format + extra args, a word the message must contain)."""
     base = random_model(1, 3, 1, 2, "invconv", "affine", True, True, 8, 8, buffers=("inited",), seed=7).state_dict()
-    cond = dict(base)
-    cond["project_ycond.linear.weight"] = torch.zeros(4, 10)
-    cond["project_ycond.linear.bias"] = torch.zeros(4)
-    cond["project_ycond.logs"] = torch.zeros(4)
+    # upstream's y_condition: project_ycond (LinearZeros(10, 2C)), project_class (LinearZeros(C, 10)), C = 8
+    cond = random_model(1, 3, 1, 2, "invconv", "affine", True, True, 8, 8, buffers=("inited",), seed=7,
+                        y_classes=10).state_dict()
+    cond_no_head = {k: v for k, v in cond.items() if not k.startswith("project_class.")}
+    cond_bad_shape = dict(cond, **{"project_ycond.logs": cond["project_ycond.logs"][:8]})
     missing = {k: v for k, v in base.items() if k != "flow.layers.1.block.2.actnorm.logs"}
     uninit = dict(base)
     uninit["flow.layers.1.actnorm.inited"] = torch.tensor(0, dtype=torch.uint8)
     shuffled = random_model(1, 3, 1, 1, "shuffle", "additive", False, False, 8, 8, seed=8).state_dict()
     cy = random_model(1, 3, 1, 2, "invconv", "affine", True, True, 8, 8, seed=9, layout="chaiyujin",
                       prior_batch=2).state_dict()
-    cy_cond = dict(cy)  # hparams.Glow.y_condition: two LinearZeros (nn.Linear + logs)
-    for name, (o, i) in (("project_ycond", (8, 10)), ("project_class", (10, 4))):
-        cy_cond.update({name + ".weight": torch.zeros(o, i), name + ".bias": torch.zeros(o),
-                        name + ".logs": torch.zeros(o)})
+    # hparams.Glow.y_condition: two LinearZeros (nn.Linear + logs); 40 classes (CelebA's attributes)
+    cy_cond = random_model(1, 3, 1, 2, "invconv", "affine", True, True, 8, 8, seed=9, layout="chaiyujin",
+                           prior_batch=2, y_classes=40).state_dict()
     cy_missing = {k: v for k, v in cy.items() if k != "flow.layers.4.f.4.logs"}
     cy_old_lu = {k: v for k, v in cy.items() if not k.endswith(("invconv.p", "invconv.sign_s"))}
     bad_p = dict(base, **{"flow.layers.1.invconv.p": 2 * base["flow.layers.1.invconv.p"]})
@@ -136,7 +152,14 @@ def bad_checkpoints():
     bad_mask = dict(masked, **{"flow.layers.1.invconv.l_mask": masked["flow.layers.1.invconv.l_mask"].T})
     bad_eye = dict(masked, **{"flow.layers.1.invconv.eye": 0 * masked["flow.layers.1.invconv.eye"]})
     pkg = lambda sd: {"global_step": 1000, "graph": sd, "optim": {}, "criterion": {}}  # noqa: E731
-    return [("y_condition", cond, ["y0ast"], "class-conditional"),
+    return [("y_condition without --class", cond, ["y0ast"],
+             "class-conditional model (y_condition, 10 classes): pass --class K"),
+            ("y_condition --class 10", cond, ["y0ast", "--class", "10"], "--class 10: the model has 10 classes"),
+            ("y_condition --class -1", cond, ["y0ast", "--class", "-1"], "--class -1: the model has 10 classes"),
+            ("--class on an unconditional model", base, ["y0ast", "--class", "0"], "not class-conditional"),
+            ("y_condition without project_class", cond_no_head, ["y0ast", "--class", "1"], "missing keys"),
+            ("y_condition project_ycond.logs shape", cond_bad_shape, ["y0ast", "--class", "1"],
+             "inconsistent shape of project_ycond.logs"),
             ("missing key", missing, ["y0ast"], "missing"),
             ("LU p not a permutation", bad_p, ["y0ast"], "invconv.p is not a permutation matrix"),
             ("LU sign_s not +-1", bad_sign, ["y0ast"], "invconv.sign_s is not all +-1"),
@@ -144,7 +167,11 @@ def bad_checkpoints():
             ("LU eye not the identity", bad_eye, ["y0ast"], "invconv.eye is not the identity"),
             ("uninitialised actnorm", uninit, ["y0ast"], "never data-initialised"),
             ("shuffle without stored indices", shuffled, ["y0ast"], "permutation"),
-            ("chaiyujin y_condition", pkg(cy_cond), ["chaiyujin"], "class-conditional"),
+            ("chaiyujin y_condition without --class", pkg(cy_cond), ["chaiyujin"],
+             "class-conditional model (y_condition, 40 classes): pass --class K"),
+            ("chaiyujin y_condition --class 40", pkg(cy_cond), ["chaiyujin", "--class", "40"], "has 40 classes"),
+            ("chaiyujin --class on an unconditional model", pkg(cy), ["chaiyujin", "--class", "3"],
+             "not class-conditional"),
             ("chaiyujin missing key", pkg(cy_missing), ["chaiyujin"], "missing"),
             ("chaiyujin LU without p, sign_s", pkg(cy_old_lu), ["chaiyujin"], "840971f"),
             ("chaiyujin --n-bits 5", pkg(cy), ["chaiyujin", "--n-bits", "5"], "8-bit"),
