@@ -44,7 +44,33 @@ typedef struct {
     void (*edge_bias_blocked)(float *out, const float *e, int ld, int C, int H, int W, int B, int relu);
     /* out[j] = temp * N(0,1) keyed by (seed, index, j0 + j), j < n. */
     void (*normal_noise)(uint64_t seed, uint64_t index, int64_t j0, int64_t n, float temp, float *out);
+    /* A k x k convolution (k = 1 or 3, stride 1, zero padding k/2) of one
+     * image in the plain layout, x [cin][h*w] -> y [cout][h*w] with weights
+     * W [cout][cin*k*k] (oihw) and bias b; run where oneDNN has only its
+     * scalar reference code (aarch64 without Arm Compute Library). Each
+     * output is s = 0; s = fma(W[o][j], X[j][p], s) for j = i*k*k + tap in
+     * order (X[j][p]: input channel i at the tap's shift of pixel p, 0
+     * outside); then v = s + b[o]; with accumulate v = v + y[o][p] (the old
+     * value); with relu v = v > 0 ? v : 0. So every ISA gives the same bits.
+     * scratch: gt_conv_scratch_bytes(), 64-byte aligned. */
+    void (*conv)(const float *x, const float *W, const float *b, float *y, int cin, int cout, int h, int w, int k,
+                 int relu, int accumulate, void *scratch);
 } gt_kernels;
+
+/* The SIMD convolutions multiply 8-output panels of the weights, packed
+ * [panel][j][8] (rows past cout zero), by the input; a 3x3 one first copies
+ * its input's taps for a block of gt_conv_cols() pixels, [cin*9][cols]. */
+#define GT_CONV_MR 8
+static inline int64_t gt_conv_cols(int cin, int k, int64_t hw) {
+    const int64_t K = (int64_t)cin * k * k, fit = ((int64_t)1 << 16) / K / 8 * 8; /* ~256 KB of taps */
+    const int64_t all = (hw + 7) / 8 * 8;
+    return fit < 8 ? 8 : fit < all ? fit : all;
+}
+static inline size_t gt_conv_scratch_bytes(int cin, int cout, int h, int w, int k) {
+    const int64_t K = (int64_t)cin * k * k, panels = (cout + GT_CONV_MR - 1) / GT_CONV_MR;
+    const int64_t cols = k == 1 ? 0 : K * gt_conv_cols(cin, k, (int64_t)h * w);
+    return sizeof(float) * (size_t)(panels * GT_CONV_MR * K + cols) + 64;
+}
 
 /* The definition of the sampling noise, shared by every ISA so that they
  * stay bit-identical: elements 2b and 2b + 1 of a sample come from the
@@ -133,12 +159,16 @@ static inline void gt_box_muller(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t
 }
 
 extern const gt_kernels gt_kernels_ref;
-/* ref's edge_bias_blocked, for the tables that have no version of their own. */
+/* ref's edge_bias_blocked and conv, for the tables that have no version of their own. */
 void gt_edge_bias_blocked_ref(float *out, const float *e, int ld, int C, int H, int W, int B, int relu);
+void gt_conv_ref(const float *x, const float *W, const float *b, float *y, int cin, int cout, int h, int w, int k,
+                 int relu, int accumulate, void *scratch);
 /* The SIMD tables: defined only in builds for that architecture (x86-64,
  * aarch64); use them through kernels_select or kernels_isa. */
 extern const gt_kernels gt_kernels_avx2;
 extern const gt_kernels gt_kernels_neon;
+void gt_conv_neon(const float *x, const float *W, const float *b, float *y, int cin, int cout, int h, int w, int k,
+                  int relu, int accumulate, void *scratch);
 
 /* The table for one ISA name ("ref", "avx2", "neon") if this build has it
  * and this CPU (and OS) runs it; else NULL and why. */

@@ -9,6 +9,7 @@
 #include <pthread.h>
 
 #include "glowrt.h"
+#include "kernels/kernels.h"
 
 /* Memory objects and a stream for each thread that may run the primitive:
  * setting data handles is not thread-safe on shared memory objects. */
@@ -18,7 +19,10 @@ typedef struct {
 } conv_slot;
 
 struct gt_conv {
-    int cin, cout, k;
+    int cin, cout, k, h, w, relu, accumulate;
+    /* Where oneDNN has only its scalar reference code (aarch64 without the
+     * Arm Compute Library), the kernel table's convolution runs instead. */
+    const gt_kernels *own;
     dnnl_memory_desc_t wei_md;
     dnnl_engine_t engine;
     dnnl_primitive_t pack;  /* plain -> packed weights, made on first use */
@@ -68,6 +72,10 @@ static int create(int cin, int cout, int h, int w, int k, int relu, int src_bloc
     c->cin = cin;
     c->cout = cout;
     c->k = k;
+    c->h = h;
+    c->w = w;
+    c->relu = relu;
+    c->accumulate = accumulate;
     const int B = conv_block();
     const dnnl_format_tag_t blocked = B == 16 ? dnnl_nChw16c : dnnl_nChw8c;
     if ((src_blocked || dst_blocked) && !B) {
@@ -109,13 +117,19 @@ static int create(int cin, int cout, int h, int w, int k, int relu, int src_bloc
     wei_md = c->wei_md;
     const dnnl_memory_desc_t *scratch_md = dnnl_primitive_desc_query_md(c->pd, dnnl_query_scratchpad_md, 0);
     c->scratch_size = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
+#if defined(__aarch64__)
+    const char *impl = conv_impl(c), *why;
+    if (!src_blocked && !dst_blocked && (!strncmp(impl, "gemm:ref", 8) || !strncmp(impl, "ref", 3)) &&
+        (c->own = kernels_select(&why)))
+        c->scratch_size = gt_conv_scratch_bytes(cin, cout, h, w, k);
+#endif
     c->n_slots = n_threads;
-    c->slots = calloc((size_t)n_threads, sizeof *c->slots);
-    if (!c->slots) {
+    c->slots = c->own ? NULL : calloc((size_t)n_threads, sizeof *c->slots);
+    if (!c->own && !c->slots) {
         snprintf(err, GLOWRT_ERR_LEN, "out of memory");
         goto fail;
     }
-    for (int t = 0; t < n_threads; t++) {
+    for (int t = 0; !c->own && t < n_threads; t++) {
         conv_slot *sl = &c->slots[t];
         CHECK(dnnl_stream_create(&sl->stream, c->engine, dnnl_stream_default_flags), "stream");
         CHECK(dnnl_memory_create(&sl->src, &src_md, c->engine, DNNL_MEMORY_NONE), "src memory");
@@ -125,9 +139,9 @@ static int create(int cin, int cout, int h, int w, int k, int relu, int src_bloc
         if (scratch_md && c->scratch_size)
             CHECK(dnnl_memory_create(&sl->scratch, scratch_md, c->engine, DNNL_MEMORY_NONE), "scratchpad memory");
     }
+    *out = c;
     if (po) dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
-    *out = c;
     return 0;
 fail:
     omp_set_num_threads(saved_threads);
@@ -144,6 +158,10 @@ int conv_run(gt_conv *c, int tid, const float *src, const float *weights, const 
     if (tid < 0 || tid >= c->n_slots) {
         snprintf(err, GLOWRT_ERR_LEN, "internal: convolution run on thread %d of %d", tid, c->n_slots);
         return 1;
+    }
+    if (c->own) {
+        c->own->conv(src, weights, bias, dst, c->cin, c->cout, c->h, c->w, c->k, c->relu, c->accumulate, scratch);
+        return 0;
     }
     conv_slot *sl = &c->slots[tid];
     /* oneDNN only reads src, weights and bias: the casts drop const for its API. */
@@ -179,7 +197,11 @@ const char *conv_describe(void) {
     switch (conv_block()) {
     case 16: return "oneDNN JIT convolutions, blocked layout nChw16c (AVX-512)";
     case 8: return "oneDNN JIT convolutions, blocked layout nChw8c (AVX2)";
+#if defined(__aarch64__)
+    default: return "glowrt GEMM convolutions (NEON) where oneDNN has only reference code, plain layout";
+#else
     default: return "oneDNN convolutions, plain layout";
+#endif
     }
 }
 
@@ -228,6 +250,7 @@ fail:
 }
 
 const char *conv_impl(const gt_conv *c) {
+    if (c && c->own) return !strcmp(c->own->name, "ref") ? "glowrt:conv_ref" : "glowrt:conv_neon";
     const char *s = "?";
     if (c && c->pd) dnnl_primitive_desc_query(c->pd, dnnl_query_impl_info_str, 0, &s);
     return s;

@@ -1,5 +1,8 @@
-/* The coupling and prior convolutions, on oneDNN. Every dnnl.h call of the
- * project is in conv.c, so that a port to oneDNN's v3 API touches one file. */
+/* The coupling and prior convolutions, on oneDNN; where oneDNN has only its
+ * scalar reference code for a plain convolution (aarch64 without the Arm
+ * Compute Library), on the kernel table's (gt_kernels.conv, NEON). Every
+ * dnnl.h call of the project is in conv.c, so that a port to oneDNN's v3 API
+ * touches one file. */
 #ifndef GLOWRT_CONV_H
 #define GLOWRT_CONV_H
 #include <stddef.h>

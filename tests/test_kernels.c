@@ -366,6 +366,51 @@ Test(conv, onednn_matches_naive_on_awkward_shapes) {
     }
 }
 
+/* Shapes for gt_kernels.conv: tails of the 8-output panels and of the 8- and
+ * 4-pixel tiles, 1-pixel images, and 3x3 layers wide enough that their taps
+ * are copied in several pixel blocks (gt_conv_cols < h * w). */
+static const int conv_cases[][5] = {/* cin, cout, h, w, k */
+                                    {1, 1, 1, 1, 3},  {1, 5, 1, 1, 1},   {2, 7, 2, 3, 3},   {3, 8, 5, 5, 3},
+                                    {5, 9, 4, 7, 3},  {6, 13, 3, 3, 1},  {17, 16, 7, 7, 1}, {4, 17, 1, 9, 3},
+                                    {8, 64, 6, 6, 3}, {64, 70, 3, 5, 1}, {300, 3, 7, 7, 3}, {512, 12, 4, 4, 3}};
+
+/* y as gt_kernels.conv's definition, in double (tolerance) */
+static double conv_naive(const float *x, const float *W, const float *b, const float *yold, int cin, int h, int w,
+                         int k, int relu, int accumulate, int o, int py, int px) {
+    double acc = 0;
+    for (int i = 0; i < cin; i++)
+        for (int t = 0; t < k * k; t++) {
+            const int sy = py + t / k - k / 2, sx = px + t % k - k / 2;
+            if (sy >= 0 && sy < h && sx >= 0 && sx < w)
+                acc += (double)W[((int64_t)o * cin + i) * k * k + t] * x[((int64_t)i * h + sy) * w + sx];
+        }
+    acc += b[o];
+    if (accumulate) acc += yold[((int64_t)o * h + py) * w + px];
+    return relu && !(acc > 0) ? 0 : acc;
+}
+
+Test(conv, ref_conv_matches_naive) {
+    for (size_t c = 0; c < sizeof conv_cases / sizeof conv_cases[0]; c++)
+        for (int mode = 0; mode < 4; mode++) {
+            const int ci = conv_cases[c][0], co = conv_cases[c][1], H = conv_cases[c][2], W = conv_cases[c][3],
+                      k = conv_cases[c][4], relu = mode & 1, acc = mode >> 1;
+            const int64_t n = (int64_t)co * H * W;
+            float *x = rand_buf((int64_t)ci * H * W, -1, 1), *w = rand_buf((int64_t)co * ci * k * k, -1, 1);
+            float *b = rand_buf(co, -1, 1), *y0 = rand_buf(n, -1, 1), *y = malloc(sizeof(float) * n);
+            memcpy(y, y0, sizeof(float) * n);
+            gt_conv_ref(x, w, b, y, ci, co, H, W, k, relu, acc, NULL);
+            for (int o = 0; o < co; o++)
+                for (int py = 0; py < H; py++)
+                    for (int px = 0; px < W; px++) {
+                        const double want = conv_naive(x, w, b, y0, ci, H, W, k, relu, acc, o, py, px);
+                        const float got = y[((int64_t)o * H + py) * W + px];
+                        cr_assert(fabs(got - want) <= 1e-5 * (ci * k * k + 2), "case %zu mode %d: %g, want %g", c,
+                                  mode, got, want);
+                    }
+            free(x); free(w); free(b); free(y0); free(y);
+        }
+}
+
 /* ---- The SIMD tables against ref, on random data and shape sweeps. The
  * same tests run for avx2 on x86-64 and for neon on aarch64 (under qemu);
  * they skip where this build or CPU has no SIMD table. Tolerances:
@@ -623,6 +668,28 @@ Test(simd, edge_bias_blocked_bit_identical) {
                         cr_assert(!memcmp(o1, o2, sizeof(float) * nb), "B=%d C=%d H=%d W=%d relu=%d", B, C, H, W, relu);
                         free(e); free(o1); free(o2);
                     }
+}
+
+Test(simd, conv_bit_identical) {
+    const gt_kernels *S = simd_table();
+    if (S->conv == gt_conv_ref) cr_skip_test("%s runs oneDNN's convolutions (no conv of its own)", S->name);
+    for (size_t c = 0; c < sizeof conv_cases / sizeof conv_cases[0]; c++)
+        for (int mode = 0; mode < 4; mode++) {
+            const int ci = conv_cases[c][0], co = conv_cases[c][1], H = conv_cases[c][2], W = conv_cases[c][3],
+                      k = conv_cases[c][4], relu = mode & 1, acc = mode >> 1;
+            const int64_t n = (int64_t)co * H * W;
+            float *x = rand_buf((int64_t)ci * H * W, -1, 1), *w = rand_buf((int64_t)co * ci * k * k, -1, 1);
+            float *b = rand_buf(co, -1, 1), *y1 = rand_buf(n + 1, -1, 1), *y2 = malloc(sizeof(float) * (n + 1));
+            x[0] = -0.0f;
+            y1[n] = 12345.0f;
+            memcpy(y2, y1, sizeof(float) * (n + 1));
+            void *scratch = malloc(gt_conv_scratch_bytes(ci, co, H, W, k));
+            gt_conv_ref(x, w, b, y1, ci, co, H, W, k, relu, acc, NULL);
+            S->conv(x, w, b, y2, ci, co, H, W, k, relu, acc, scratch);
+            cr_assert(!memcmp(y1, y2, sizeof(float) * n), "case %zu mode %d", c, mode);
+            cr_assert(y2[n] == 12345.0f, "wrote past the end");
+            free(x); free(w); free(b); free(y1); free(y2); free(scratch);
+        }
 }
 
 Test(simd, normal_noise_bit_identical) {

@@ -787,4 +787,5 @@ const gt_kernels gt_kernels_avx2 = {
     .edge_bias = edge_bias_avx2,
     .edge_bias_blocked = edge_bias_blocked_avx2,
     .normal_noise = normal_noise_avx2,
+    .conv = gt_conv_ref,
 };

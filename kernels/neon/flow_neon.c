@@ -406,4 +406,5 @@ const gt_kernels gt_kernels_neon = {
     .edge_bias = edge_bias_neon,
     .edge_bias_blocked = gt_edge_bias_blocked_ref,
     .normal_noise = normal_noise_neon,
+    .conv = gt_conv_neon,
 };

@@ -175,4 +175,5 @@ const gt_kernels gt_kernels_ref = {
     .edge_bias = edge_bias_ref,
     .edge_bias_blocked = gt_edge_bias_blocked_ref,
     .normal_noise = normal_noise_ref,
+    .conv = gt_conv_ref,
 };
