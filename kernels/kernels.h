@@ -58,18 +58,16 @@ typedef struct {
 } gt_kernels;
 
 /* The SIMD convolutions multiply 8-output panels of the weights, packed
- * [panel][j][8] (rows past cout zero), by the input; a 3x3 one first copies
- * its input's taps for a block of gt_conv_cols() pixels, [cin*9][cols]. */
+ * [panel][j][8] (rows past cout zero), by the input read through a table of
+ * K = cin*k*k offsets; a 3x3 one reads a zero-bordered copy of its input,
+ * [cin][h+2][w+2] (+ 16), and first sums each panel into 8 rows of (w+2)-wide
+ * image rows. Their scratch, in floats: */
 #define GT_CONV_MR 8
-static inline int64_t gt_conv_cols(int cin, int k, int64_t hw) {
-    const int64_t K = (int64_t)cin * k * k, fit = ((int64_t)1 << 16) / K / 8 * 8; /* ~256 KB of taps */
-    const int64_t all = (hw + 7) / 8 * 8;
-    return fit < 8 ? 8 : fit < all ? fit : all;
-}
 static inline size_t gt_conv_scratch_bytes(int cin, int cout, int h, int w, int k) {
     const int64_t K = (int64_t)cin * k * k, panels = (cout + GT_CONV_MR - 1) / GT_CONV_MR;
-    const int64_t cols = k == 1 ? 0 : K * gt_conv_cols(cin, k, (int64_t)h * w);
-    return sizeof(float) * (size_t)(panels * GT_CONV_MR * K + cols) + 64;
+    const int64_t padded = k == 1 ? 0 : (int64_t)cin * (h + 2) * (w + 2) + 16;
+    const int64_t rows = k == 1 ? 0 : GT_CONV_MR * (((int64_t)h * (w + 2) + 7) / 8 * 8);
+    return sizeof(float) * (size_t)(panels * GT_CONV_MR * K + 2 * K + padded + rows) + 4 * 64;
 }
 
 /* The definition of the sampling noise, shared by every ISA so that they

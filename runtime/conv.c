@@ -120,7 +120,7 @@ static int create(int cin, int cout, int h, int w, int k, int relu, int src_bloc
 #if defined(__aarch64__)
     const char *impl = conv_impl(c), *why;
     if (!src_blocked && !dst_blocked && (!strncmp(impl, "gemm:ref", 8) || !strncmp(impl, "ref", 3)) &&
-        (c->own = kernels_select(&why)))
+        !getenv("GLOWRT_ONEDNN_CONV") && (c->own = kernels_select(&why)))
         c->scratch_size = gt_conv_scratch_bytes(cin, cout, h, w, k);
 #endif
     c->n_slots = n_threads;
@@ -198,7 +198,10 @@ const char *conv_describe(void) {
     case 16: return "oneDNN JIT convolutions, blocked layout nChw16c (AVX-512)";
     case 8: return "oneDNN JIT convolutions, blocked layout nChw8c (AVX2)";
 #if defined(__aarch64__)
-    default: return "glowrt GEMM convolutions (NEON) where oneDNN has only reference code, plain layout";
+    default:
+        return getenv("GLOWRT_ONEDNN_CONV")
+                   ? "oneDNN convolutions, plain layout (GLOWRT_ONEDNN_CONV)"
+                   : "glowrt GEMM convolutions (NEON) where oneDNN has only reference code, plain layout";
 #else
     default: return "oneDNN convolutions, plain layout";
 #endif
