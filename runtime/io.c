@@ -841,6 +841,21 @@ static void tj_msg(tjhandle tj, char *buf, size_t len)
     safe_copy(buf, len, m ? m : "unknown error", 255);
 }
 
+/* "unsupported" when TurboJPEG's message says the file uses a feature this
+ * build cannot decode (12-bit samples, lossless or hierarchical processes,
+ * arithmetic coding where it is compiled out, unusual sampling factors),
+ * "corrupt" otherwise. "Unsupported marker type" stays "corrupt": it is what
+ * garbage where a marker should be reads as. */
+static const char *jpeg_failure_kind(const char *m)
+{
+    static const char *const unsupported[] = {"Unsupported JPEG", "Unsupported color conversion", "not implemented",
+                                              "not supported", "omitted at compile time",
+                                              "Could not determine subsampling"};
+    for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; ++i)
+        if (strstr(m, unsupported[i])) return "unsupported";
+    return "corrupt";
+}
+
 static int jpeg_decode(const char *path, const uint8_t *buf, size_t size, raw_image *out, char *err,
                        size_t errlen)
 {
@@ -854,7 +869,7 @@ static int jpeg_decode(const char *path, const uint8_t *buf, size_t size, raw_im
     if (tjDecompressHeader3(tj, buf, (unsigned long)size, &w, &h, &ss, &cs) != 0) {
         tj_msg(tj, m, sizeof m);
         tjDestroy(tj);
-        return io_error(err, errlen, path, "corrupt JPEG: %s", m);
+        return io_error(err, errlen, path, "%s JPEG: %s", jpeg_failure_kind(m), m);
     }
     if (w <= 0 || h <= 0) {   /* 2.1 may "succeed" on a header cut short */
         tjDestroy(tj);
@@ -884,7 +899,7 @@ static int jpeg_decode(const char *path, const uint8_t *buf, size_t size, raw_im
         free(pix);
         tjDestroy(tj);
         return io_error(err, errlen, path, "%s JPEG: %s",
-                      code == TJERR_WARNING ? "corrupt or truncated" : "corrupt", m);
+                      code == TJERR_WARNING ? "corrupt or truncated" : jpeg_failure_kind(m), m);
     }
     tjDestroy(tj);
     out->pix = pix;

@@ -62,7 +62,9 @@ typedef struct {
  *   .npy |u1 (or <u1), shape [N,H,W] (gray) or [N,H,W,C] with C in {1,3,4}:
  *        pixels -> model space.
  *   PNG (1/2/4/8/16-bit gray, gray+alpha, RGB, RGBA, palette; interlaced ok)
- *   and JPEG (gray, YCbCr/RGB; CMYK refused): one image, n = 1.
+ *   and JPEG (gray, YCbCr/RGB; CMYK refused; what libjpeg-turbo cannot
+ *   decode, 12-bit or lossless, is "unsupported JPEG", damage "corrupt
+ *   JPEG"): one image, n = 1.
  *   idx3-ubyte, raw or gzipped (io_read_idx_u8): gray pixels [N,H,W].
  * n_bits must be 1..8 (checked for every format); model_c must be >= 1
  * (1 or 3 for pixel inputs). On success *out owns out->x (io_images_free). */

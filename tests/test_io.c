@@ -897,6 +897,77 @@ Test(hostile, jpeg_truncated_and_garbage, .init = setup_quiet, .fini = teardown)
     cr_assert_stdout_eq_str("");
 }
 
+/* A JPEG header written by hand: SOI, a frame header (SOFn) of precision
+ * prec, 8x8, the given components (id, sampling HV, table), a scan header
+ * (SOS) over them, a few bytes of scan data, EOI. Enough for libjpeg to read
+ * the header and refuse what it cannot decode. */
+static size_t tiny_jpeg(uint8_t *b, uint8_t sof, uint8_t prec, int nc, const uint8_t (*comp)[3])
+{
+    size_t n = 0;
+    b[n++] = 0xff; b[n++] = 0xd8;
+    b[n++] = 0xff; b[n++] = sof;
+    b[n++] = 0; b[n++] = (uint8_t)(8 + 3 * nc);
+    b[n++] = prec;
+    b[n++] = 0; b[n++] = 8; b[n++] = 0; b[n++] = 8;   /* height, width */
+    b[n++] = (uint8_t)nc;
+    for (int i = 0; i < nc; ++i) { b[n++] = comp[i][0]; b[n++] = comp[i][1]; b[n++] = comp[i][2]; }
+    b[n++] = 0xff; b[n++] = 0xda;
+    b[n++] = 0; b[n++] = (uint8_t)(6 + 2 * nc);
+    b[n++] = (uint8_t)nc;
+    for (int i = 0; i < nc; ++i) { b[n++] = comp[i][0]; b[n++] = 0; }
+    b[n++] = 0; b[n++] = 63; b[n++] = 0;
+    for (int i = 0; i < 16; ++i) b[n++] = 0;
+    b[n++] = 0xff; b[n++] = 0xd9;
+    return n;
+}
+
+/* A JPEG that uses a feature libjpeg-turbo cannot decode is "unsupported",
+ * not "corrupt"; a damaged one is still "corrupt". */
+Test(hostile, jpeg_unsupported_not_corrupt, .init = setup_quiet, .fini = teardown)
+{
+    static const uint8_t gray[1][3] = {{1, 0x11, 0}};
+    static const uint8_t odd_sampling[3][3] = {{1, 0x13, 0}, {2, 0x11, 0}, {3, 0x11, 0}};   /* luma 1x3 */
+    const struct {
+        const char *name;
+        uint8_t sof, prec;
+        int nc;
+        const uint8_t (*comp)[3];
+    } cases[] = {
+        {"12bit.jpg", 0xc1, 12, 1, gray},             /* extended sequential, 12-bit samples */
+        {"12bit_baseline.jpg", 0xc0, 12, 1, gray},
+        {"lossless.jpg", 0xc3, 8, 1, gray},           /* SOF3: lossless */
+        {"hierarchical.jpg", 0xc5, 8, 1, gray},       /* SOF5: differential sequential */
+        {"sampling.jpg", 0xc0, 8, 3, odd_sampling},   /* sampling TurboJPEG has no name for */
+    };
+    uint8_t b[128];
+    char err[512];
+    io_images im;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
+        size_t n = tiny_jpeg(b, cases[i].sof, cases[i].prec, cases[i].nc, cases[i].comp);
+        write_bytes(tp(cases[i].name), b, n);
+        memset(err, 0, sizeof err);
+        int rc = io_read_input(tp(cases[i].name), 8, 3, &im, err, sizeof err);
+        ASSERT_IO_ERR(rc, err, tp(cases[i].name));
+        cr_assert_not_null(strstr(err, ": unsupported JPEG: "), "%s", err);
+        cr_assert_null(strstr(err, "corrupt"), "%s", err);
+    }
+    /* real damage: a frame header cut short, garbage where a marker should be */
+    size_t n = tiny_jpeg(b, 0xc0, 8, 1, gray);
+    write_bytes(tp("cut.jpg"), b, 9);
+    b[2 + 13] = 0x12;   /* the SOS marker's 0xff */
+    write_bytes(tp("nomarker.jpg"), b, n);
+    const char *bad[] = {"cut.jpg", "nomarker.jpg"};
+    for (size_t i = 0; i < 2; ++i) {
+        memset(err, 0, sizeof err);
+        int rc = io_read_input(tp(bad[i]), 8, 3, &im, err, sizeof err);
+        ASSERT_IO_ERR(rc, err, tp(bad[i]));
+        cr_assert_not_null(strstr(err, "corrupt"), "%s", err);
+        cr_assert_null(strstr(err, "unsupported JPEG"), "%s", err);
+    }
+    cr_assert_stderr_eq_str("");
+    cr_assert_stdout_eq_str("");
+}
+
 Test(hostile, misc_files, .init = setup, .fini = teardown)
 {
     write_bytes(tp("empty.png"), "", 0);
