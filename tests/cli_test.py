@@ -444,6 +444,13 @@ def test_inputs(glowrt, tmp):
     np.save(os.path.join(nl, "big.npy"), np.full((1, 1, 28, 28), 1e30, np.float32))
     expect_error("decode of latents of the wrong length, a newline in the path: one line",
                  [glowrt, "decode", m, os.path.join(nl, "z.npy"), "-o", os.path.join(tmp, "d.npy")], "z.npy")
+    # latents of the wrong shape: the message says which shape they have, and which they need
+    for shape, got in (((3, 700), "[3, 700]"), ((784,), "[784]"), ((2, 1, 28, 28), "[2, 1, 28, 28]")):
+        zw = os.path.join(tmp, "zw.npy")
+        np.save(zw, np.zeros(shape, np.float32))
+        expect_error("decode of latents %s names that shape and [N, 784]" % got,
+                     [glowrt, "decode", m, zw, "-o", os.path.join(tmp, "d.npy")],
+                     "latents are %s, need [N, 784] for 28x28 images" % got)
     r = run([glowrt, "score", m, os.path.join(nl, "big.npy"), unpy])
     check("score: the overflow of an input with a newline in its path is one line on stderr",
           r.returncode == 3 and r.stderr.count("\n") == 1 and "overflows" in r.stderr, r.stderr)

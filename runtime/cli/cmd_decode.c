@@ -63,8 +63,14 @@ int cmd_decode(int argc, char **argv) {
     int64_t shape[4];
     if (io_read_npy_f32(zpath, &eps, &ndim, shape, err, sizeof err)) die("%s", err);
     const int64_t D = glowrt_dim(m, h, w);
-    if (ndim != 2 || shape[1] != D)
-        die("%s: latents must be [N, %" PRId64 "] for %dx%d images (see --size)", zpath, D, h, w);
+    if (ndim != 2 || shape[1] != D) {
+        char got[128];
+        int at = snprintf(got, sizeof got, "[");
+        for (int i = 0; i < ndim; i++)
+            at += snprintf(got + at, sizeof got - (size_t)at, "%s%" PRId64, i ? ", " : "", shape[i]);
+        snprintf(got + at, sizeof got - (size_t)at, "]");
+        die("%s: latents are %s, need [N, %" PRId64 "] for %dx%d images (see --size)", zpath, got, D, h, w);
+    }
     const int64_t n = shape[0];
     float *x = malloc((size_t)(n > 0 ? n : 1) * (size_t)D * sizeof(float));
     if (!x) die("out of memory");
