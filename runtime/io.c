@@ -1194,41 +1194,72 @@ static int write_u8_image(const char *path, int jpeg, const uint8_t *pix, int64_
                 : png_write_file(path, pix, w, h, c, err, errlen);
 }
 
-int io_write_images(const char *path, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
-                    int n_bits, char *err, size_t errlen)
+/* cols x rows of the grid io_write_images draws for n samples of h x w. */
+static void grid_size(int64_t n, int64_t h, int64_t w, int64_t *cols, int64_t *gw, int64_t *gh)
+{
+    const int64_t gap = 2;
+    int64_t c = 1;
+    while (c * c < n) c++;
+    int64_t rows = (n + c - 1) / c;
+    *cols = c;
+    *gw = c * w + (c - 1) * gap;
+    *gh = rows * h + (rows - 1) * gap;
+}
+
+static int dir_output(const char *path)
+{
+    return is_dir(path) || path[strlen(path) - 1] == '/' ||
+           !(is_npy_name(path) || is_png_name(path) || is_jpg_name(path));
+}
+
+int io_check_image_output(const char *path, int64_t n, int64_t c, int64_t h, int64_t w, int n_bits, char *err,
+                          size_t errlen)
 {
     if (!path || !*path) return io_error(err, errlen, path, "invalid (empty) output path");
-    int64_t ne, t;
-    if (n < 1 || c < 1 || h < 1 || w < 1 || mul_cap(n, c, IO_MAX_ELEMS, &t) != 0 ||
-        mul_cap(t, h, IO_MAX_ELEMS, &t) != 0 || mul_cap(t, w, IO_MAX_ELEMS, &ne) != 0)
+    int64_t t;
+    if (n < 1 || c < 1 || h < 1 || w < 1)
         return io_error(err, errlen, path, "invalid sample shape [%lld,%lld,%lld,%lld]", (long long)n,
                       (long long)c, (long long)h, (long long)w);
-    if (!x) return io_error(err, errlen, path, "invalid argument (no data)");
-
-    size_t len = strlen(path);
-    int dir_mode = is_dir(path) || path[len - 1] == '/' ||
-                   !(is_npy_name(path) || is_png_name(path) || is_jpg_name(path));
-    if (!dir_mode && is_npy_name(path)) {
-        int64_t shape[4] = {n, c, h, w};
-        return io_write_npy_f32(path, x, 4, shape, err, errlen);
-    }
+    if (mul_cap(n, c, IO_MAX_ELEMS, &t) != 0 || mul_cap(t, h, IO_MAX_ELEMS, &t) != 0 ||
+        mul_cap(t, w, IO_MAX_ELEMS, &t) != 0)
+        return io_error(err, errlen, path, "%lld samples of %lldx%lldx%lld are too large (max %lld values)",
+                      (long long)n, (long long)c, (long long)h, (long long)w, (long long)IO_MAX_ELEMS);
+    const int dir_mode = dir_output(path);
+    if (!dir_mode && is_npy_name(path)) return 0;
     if (c != 1 && c != 3)
         return io_error(err, errlen, path, "image output needs 1 or 3 channels, samples have %lld", (long long)c);
     if (!valid_bits(n_bits)) return io_error(err, errlen, path, "n_bits %d out of range 1..8", n_bits);
     if (h > IO_MAX_DIM || w > IO_MAX_DIM)
         return io_error(err, errlen, path, "image size %lldx%lld too large (max %dx%d)", (long long)w,
                       (long long)h, IO_MAX_DIM, IO_MAX_DIM);
-    const int64_t sample = c * h * w;
-
     if (!dir_mode) {
-        int64_t cols = 1;
-        while (cols * cols < n) cols++;
-        int64_t rows = (n + cols - 1) / cols;
-        const int64_t gap = 2;
-        int64_t gw = cols * w + (cols - 1) * gap, gh = rows * h + (rows - 1) * gap;
+        int64_t cols, gw, gh;
+        grid_size(n, h, w, &cols, &gw, &gh);
         if (gw > IO_MAX_DIM || gh > IO_MAX_DIM)
             return io_error(err, errlen, path, "grid of %lld samples would be %lldx%lld (max %dx%d); write to a directory instead",
                           (long long)n, (long long)gw, (long long)gh, IO_MAX_DIM, IO_MAX_DIM);
+    }
+    return 0;
+}
+
+int io_write_images(const char *path, const float *x, int64_t n, int64_t c, int64_t h, int64_t w,
+                    int n_bits, char *err, size_t errlen)
+{
+    if (io_check_image_output(path, n, c, h, w, n_bits, err, errlen) != 0) return -1;
+    if (!x) return io_error(err, errlen, path, "invalid argument (no data)");
+
+    size_t len = strlen(path);
+    const int dir_mode = dir_output(path);
+    if (!dir_mode && is_npy_name(path)) {
+        int64_t shape[4] = {n, c, h, w};
+        return io_write_npy_f32(path, x, 4, shape, err, errlen);
+    }
+    const int64_t sample = c * h * w;
+
+    if (!dir_mode) {
+        int64_t cols, gw, gh;
+        const int64_t gap = 2;
+        grid_size(n, h, w, &cols, &gw, &gh);
         uint8_t *pix = calloc((size_t)(gw * gh * c), 1);
         if (!pix) return io_error(err, errlen, path, "out of memory");
         for (int64_t i = 0; i < n; ++i) {

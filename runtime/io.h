@@ -99,6 +99,14 @@ int io_write_images(const char *path, const float *x, int64_t n, int64_t c,
                     int64_t h, int64_t w, int n_bits, char *err,
                     size_t errlen);
 
+/* What io_write_images(path, x, n, c, h, w, n_bits) would refuse without
+ * writing: the shape (invalid, or over IO_MAX_ELEMS values), and for image
+ * outputs the channels, n_bits, and an image or grid over IO_MAX_DIM a side;
+ * the same message. For callers that can check before computing x.
+ * io_write_images runs it first. */
+int io_check_image_output(const char *path, int64_t n, int64_t c, int64_t h,
+                          int64_t w, int n_bits, char *err, size_t errlen);
+
 /* Expand an input argument: a directory -> its regular files with extension
  * .png .jpg .jpeg .npy (case-insensitive), non-recursive, hidden (dot) files
  * skipped, sorted by name (strcmp byte order), as "<dir>/<name>"; an empty

@@ -437,6 +437,27 @@ def test_inputs(glowrt, tmp):
     check("sample -o a new directory (no extension) creates it with its parents",
           r.returncode == 0 and sorted(os.listdir(nodir + "/samples")) == ["000000.png", "000001.png"], r.stderr)
 
+    # a .png/.jpg grid or strip too large to write (over 16384 px a side) is refused before any work:
+    # with a session cap of 1000 bytes, whatever computes would fail first with the cap's message
+    cap = {"GLOWRT_MAX_SESSION_BYTES": "1000"}
+    zwide = os.path.join(tmp, "zwide.npy")
+    np.save(zwide, np.zeros((2, 32 * 8192), np.float32))   # two 32x8192 images: a grid 16386 wide
+    grid_msg = "would be 16386x32 (max 16384x16384)"
+    for ext in ("png", "jpg"):
+        out = os.path.join(tmp, "wide." + ext)
+        expect_error("decode to a %s grid too wide: refused before the work" % ext,
+                     [glowrt, "decode", m, zwide, "--size", "32x8192", "-o", out], grid_msg, env=cap)
+        expect_error("sample to a %s grid too wide: refused before the work" % ext,
+                     [glowrt, "sample", m, "-n", "2", "--size", "32x8192", "-o", out], grid_msg, env=cap)
+        check("no %s written" % out, not os.path.exists(out))
+    expect_error("sample -n 300000 to a png grid: refused before the work",
+                 [glowrt, "sample", m, "-n", "300000", "-o", os.path.join(tmp, "many.png")],
+                 "grid of 300000 samples would be", env=cap)
+    # interp: a strip of 1000 28-pixel images is 29998 wide; refused before B is read (B is junk here)
+    expect_error("interp to a strip too wide: refused before B and the decoding",
+                 [glowrt, "interp", m, unpy, junk, "-n", "1000", "-o", os.path.join(tmp, "strip.png")],
+                 "image size 29998x28 too large (max 16384x16384)")
+
     # a newline in a file name does not split the one line of an error
     nl = os.path.join(tmp, "new\nline")
     os.mkdir(nl)

@@ -654,6 +654,47 @@ Test(write, grid_png, .init = setup, .fini = teardown)
     free(x);
 }
 
+/* io_check_image_output refuses exactly what io_write_images refuses, with
+ * its message, without writing anything (the CLI runs it before computing). */
+Test(write, check_matches_write, .init = setup, .fini = teardown)
+{
+    const struct {
+        const char *name;
+        int64_t n, c, h, w;
+        int n_bits, ok;
+    } cases[] = {
+        {"wide.png", 2, 1, 2, 8192, 8, 0},      /* grid 16386 wide */
+        {"wide.JPG", 2, 3, 2, 8192, 8, 0},
+        {"tall.png", 3, 1, 8191, 2, 8, 1},      /* 2 x 2 cells: 16384 tall, the limit: fits */
+        {"tall.jpeg", 7, 1, 8191, 2, 8, 0},     /* 3 x 3 cells: 24577 tall */
+        {"two.png", 1, 2, 4, 4, 8, 0},          /* 2 channels: no image format */
+        {"two.npy", 1, 2, 4, 4, 8, 1},          /* ... but an array is fine */
+        {"bits.png", 1, 1, 4, 4, 9, 0},
+        {"none.png", 0, 1, 4, 4, 8, 0},
+        {"none.npy", 0, 1, 4, 4, 8, 0},
+        {"fits.png", 4, 1, 8191, 8191, 8, 1},   /* 2 x 2 cells of 8191 and a 2-pixel gap: 16384 square */
+    };
+    float *x = calloc((size_t)7 * 8191 * 2, sizeof(float));   /* the largest refused case */
+    cr_assert_not_null(x);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; ++i) {
+        char e1[512] = "", e2[512] = "";
+        const char *p = tp(cases[i].name);
+        int r1 = io_check_image_output(p, cases[i].n, cases[i].c, cases[i].h, cases[i].w, cases[i].n_bits, e1, sizeof e1);
+        cr_assert(!file_exists(p), "%s: the check wrote a file", p);
+        cr_assert_eq(r1 == 0, cases[i].ok, "%s: check says %d: %s", p, r1, e1);
+        if (cases[i].ok) continue;
+        ASSERT_IO_ERR(r1, e1, p);
+        int r2 = io_write_images(p, x, cases[i].n, cases[i].c, cases[i].h, cases[i].w, cases[i].n_bits, e2, sizeof e2);
+        cr_assert_neq(r2, 0, "%s: written", p);
+        cr_assert_str_eq(e1, e2);
+        cr_assert(!file_exists(p));
+    }
+    char err[512];
+    cr_assert_neq(io_check_image_output(tp("wide.png"), 2, 1, 2, 8192, 8, err, sizeof err), 0);
+    cr_assert_not_null(strstr(err, "grid of 2 samples would be 16386x2 (max 16384x16384)"), "%s", err);
+    free(x);
+}
+
 Test(write, directory_output_and_listing, .init = setup, .fini = teardown)
 {
     char err[512];

@@ -49,6 +49,10 @@ void for_each_input(char **args, int n_args, int n_bits, int model_c, input_fn f
  * outputs, which may be directories). */
 void check_output(const char *out, int images);
 
+/* Dies now, before any work, with write_output's own message if it would
+ * refuse n images of h x w (a .png/.jpg grid over IO_MAX_DIM a side, say). */
+void check_output_size(const glowrt_model *m, const char *out, int64_t n, int h, int w);
+
 /* Writes model-space images as .npy, .png/.jpg (grid) or a directory. */
 void write_output(const glowrt_model *m, const char *out, const float *x, int64_t n, int h, int w);
 

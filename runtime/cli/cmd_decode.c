@@ -18,7 +18,8 @@ static const char *DECODE_HELP =
     "\n"
     "The exact inverse of encode: latents eps [N, D] (float32 or float64) back to images.\n"
     "OUT is .npy (float32 [N,C,H,W], model space), .png/.jpg (one image, or a\n"
-    "grid when N > 1), or a directory (one PNG per sample).\n"
+    "grid when N > 1; at most 16384 pixels a side, checked before the work), or\n"
+    "a directory (one PNG per sample).\n"
     "\n"
     "  --size S|HxW     image size of the latents (default: the model's)\n";
 
@@ -72,6 +73,7 @@ int cmd_decode(int argc, char **argv) {
         die("%s: latents are %s, need [N, %" PRId64 "] for %dx%d images (see --size)", zpath, got, D, h, w);
     }
     const int64_t n = shape[0];
+    check_output_size(m, o.output, n, h, w);
     float *x = malloc((size_t)(n > 0 ? n : 1) * (size_t)D * sizeof(float));
     if (!x) die("out of memory");
     glowrt_session *s = make_session(m, &o, h, w);
@@ -120,6 +122,7 @@ int cmd_sample(int argc, char **argv) {
     int h = o.height ? o.height : info.height, w = o.width ? o.width : info.width;
     char err[GLOWRT_ERR_LEN];
     if (glowrt_check_size(m, h, w, err)) die("%s", err);
+    check_output_size(m, o.output, n, h, w);
     const int64_t D = glowrt_dim(m, h, w);
     float *x = malloc((size_t)n * (size_t)D * sizeof(float));
     if (!x) die("out of memory");

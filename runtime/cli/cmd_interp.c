@@ -90,6 +90,11 @@ static int is_ext(const char *p, const char *ext) {
     return a >= b && !strcasecmp(p + a - b, ext);
 }
 
+/* .png/.jpg/.jpeg: interp writes one strip */
+static int strip_output(const char *out) {
+    return is_ext(out, ".png") || is_ext(out, ".jpg") || is_ext(out, ".jpeg");
+}
+
 int cmd_interp(int argc, char **argv) {
     static const struct option opts[] = {{"batch", required_argument, 0, OPT_BATCH},
                                          {"threads", required_argument, 0, OPT_THREADS},
@@ -124,6 +129,9 @@ int cmd_interp(int argc, char **argv) {
             e.sh = one.sh;
             e.sw = one.sw;
             e.D = one.D;
+            /* the output's size is known now: refuse a strip too wide before B and the decoding */
+            if (strip_output(o.output)) check_output_size(e.m, o.output, 1, e.sh, (int)(n * e.sw + (n - 1) * 2));
+            else check_output_size(e.m, o.output, n, e.sh, e.sw);
         } else {
             glowrt_session_free(one.s);
         }
@@ -137,7 +145,7 @@ int cmd_interp(int argc, char **argv) {
     }
     decode_all(&e, eps, n, x);
     const int h = e.sh, w = e.sw, C = info.in_channels;
-    if (is_ext(o.output, ".png") || is_ext(o.output, ".jpg") || is_ext(o.output, ".jpeg")) {
+    if (strip_output(o.output)) {
         /* one row: n images, 2-pixel black gaps (pixel 0) */
         const int64_t W = n * w + (n - 1) * 2;
         float *strip = malloc((size_t)(C * h * W) * sizeof(float));
@@ -213,6 +221,7 @@ int cmd_manipulate(int argc, char **argv) {
             for (int64_t j = 0; j < D; j++) dir[j] += sign * e[k].eps[i * D + j] / (double)e[k].n;
     }
     const int64_t n = e[2].n;
+    check_output_size(m, o.output, n, e[2].sh, e[2].sw);
     float *x = malloc((size_t)(n * D) * sizeof(float));
     if (!x) die("out of memory");
     for (int64_t i = 0; i < n; i++)

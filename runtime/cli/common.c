@@ -160,6 +160,13 @@ void check_output(const char *out, int images) {
     if (!S_ISDIR(st.st_mode)) die("%s: cannot write: %s is not a directory", out, dir);
 }
 
+void check_output_size(const glowrt_model *m, const char *out, int64_t n, int h, int w) {
+    glowrt_info info;
+    char err[GLOWRT_ERR_LEN];
+    glowrt_model_info(m, &info);
+    if (io_check_image_output(out, n, info.in_channels, h, w, info.n_bits, err, sizeof err)) die("%s", err);
+}
+
 void write_output(const glowrt_model *m, const char *out, const float *x, int64_t n, int h, int w) {
     glowrt_info info;
     char err[GLOWRT_ERR_LEN];
