@@ -437,6 +437,33 @@ def test_inputs(glowrt, tmp):
     check("sample -o a new directory (no extension) creates it with its parents",
           r.returncode == 0 and sorted(os.listdir(nodir + "/samples")) == ["000000.png", "000001.png"], r.stderr)
 
+    # encode -o an image name would write a .npy array under it (over an input of that name, even):
+    # refused before the work; a pipe of that name is still written into, a name without an extension
+    # still gets the array
+    one = os.path.join(tmp, "one.png")
+    r = run([glowrt, "sample", m, "-n", "1", "-o", one])
+    before = open(one, "rb").read() if r.returncode == 0 else None
+    for out in (one, os.path.join(tmp, "z.jpg"), os.path.join(tmp, "z.JPEG")):
+        expect_error("encode -o %s refused" % os.path.basename(out), [glowrt, "encode", m, one, "-o", out],
+                     out + ": encode writes latents as a .npy array")
+    check("encode -o its own input image leaves the image as it was",
+          before is not None and open(one, "rb").read() == before and not os.path.exists(os.path.join(tmp, "z.jpg")))
+    pipe = os.path.join(tmp, "lat.png")
+    os.mkfifo(pipe)
+    with subprocess.Popen(["cat", pipe], stdout=subprocess.PIPE) as reader:
+        rp = run([glowrt, "encode", m, unpy, "-o", pipe])
+        try:
+            got = reader.communicate(timeout=20)[0]
+        except subprocess.TimeoutExpired:
+            reader.kill()
+            got = b""
+    check("encode -o a named pipe called lat.png writes the array into it",
+          rp.returncode == 0 and got.startswith(b"\x93NUMPY"), rp.stderr)
+    noext = os.path.join(tmp, "latents")
+    r = run([glowrt, "encode", m, unpy, "-o", noext])
+    check("encode -o a name without an extension writes the array",
+          r.returncode == 0 and np.load(noext, allow_pickle=False).shape == (2, 784), r.stderr)
+
     # a .png/.jpg grid or strip too large to write (over 16384 px a side) is refused before any work:
     # with a session cap of 1000 bytes, whatever computes would fail first with the cap's message
     cap = {"GLOWRT_MAX_SESSION_BYTES": "1000"}

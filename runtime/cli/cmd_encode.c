@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -19,7 +21,9 @@ static const char *ENCODE_HELP =
     "Write the standardised latents eps of every image as float32 [N, D]: for\n"
     "each level in the order the levels are factored out (finest first, top\n"
     "last), (z - mean) * exp(-log_sd), flattened in C,H,W order. All inputs\n"
-    "must have one image size. INPUT as for glowrt score, but not '-'.\n";
+    "must have one image size. INPUT as for glowrt score, but not '-'.\n"
+    "Z.npy is written as a .npy array whatever its name (a pipe or a device\n"
+    "too), but an image name (.png, .jpg, .jpeg) is refused.\n";
 
 typedef struct {
     glowrt_model *m;
@@ -51,6 +55,20 @@ static void encode_file(const io_images *im, const char *path, int is_array, voi
     ctx->n += im->n;
 }
 
+/* -o x.png would get a .npy array under an image's name (and replace an
+ * image of that name, perhaps an input). A pipe or a device of that name is
+ * written into as any other. */
+static void refuse_image_name(const char *out) {
+    size_t n = strlen(out);
+    struct stat st;
+    if (stat(out, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ||
+                                S_ISSOCK(st.st_mode)))
+        return;
+    for (const char *const *e = (const char *const[]){".png", ".jpg", ".jpeg", NULL}; *e; e++)
+        if (n >= strlen(*e) && !strcasecmp(out + n - strlen(*e), *e))
+            die("%s: encode writes latents as a .npy array, not an image: name the output .npy", out);
+}
+
 int cmd_encode(int argc, char **argv) {
     static const struct option opts[] = {{"batch", required_argument, 0, OPT_BATCH},
                                          {"threads", required_argument, 0, OPT_THREADS},
@@ -68,6 +86,7 @@ int cmd_encode(int argc, char **argv) {
     if (argc - optind < 2) die("expects MODEL and at least one INPUT (see glowrt encode --help)");
     if (!ctx.o.output) die("-o Z.npy is required");
     check_output(ctx.o.output, 0);
+    refuse_image_name(ctx.o.output);
     ctx.m = load_model(argv[optind], 1);
     glowrt_info info;
     glowrt_model_info(ctx.m, &info);
