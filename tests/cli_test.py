@@ -405,6 +405,19 @@ def test_inputs(glowrt, tmp):
     for bad in (" -5", "+5", " 5"):
         expect_error("--seed %r refused" % bad, [glowrt, "sample", m, "-n", "1", "--seed", bad, "-o",
                                                  os.path.join(tmp, "s.npy")], "--seed")
+    # a temperature that underflows (strtod's ERANGE) is still a number in [0, 10]: 1e-320 is a
+    # denormal double, float32 0, so the samples are those of -t 0; one that overflows is refused
+    t0, tiny = os.path.join(tmp, "t0.npy"), os.path.join(tmp, "tiny.npy")
+    r0 = run([glowrt, "sample", m, "-n", "2", "-t", "0", "-o", t0])
+    for t in ("1e-320", "1e-400"):
+        r = run([glowrt, "sample", m, "-n", "2", "-t", t, "-o", tiny])
+        check("sample -t %s accepted: the samples of -t 0" % t, r0.returncode == 0 and r.returncode == 0 and
+              open(tiny, "rb").read() == open(t0, "rb").read(), r.stderr)
+    expect_error("sample -t 1e400 refused", [glowrt, "sample", m, "-n", "1", "-t", "1e400", "-o", tiny],
+                 "not a number in [0, 10]")
+    r = run([glowrt, "manipulate", m, "--pos", unpy, "--neg", unpy, "--alpha", "-1e-320", unpy, "-o",
+             os.path.join(tmp, "mt.npy")])
+    check("manipulate --alpha -1e-320 accepted", r.returncode == 0, r.stderr)
     # a threshold file whose score kind is unknown: the file is named, not an option never given
     thr = os.path.join(tmp, "thr.json")
     open(thr, "w").write('{"score": "bogus", "threshold": 9, "train_mean_bpd": 9}\n')

@@ -1,6 +1,7 @@
 /* The helpers every glowrt command shares (see cli.h). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <float.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -58,6 +59,8 @@ double parse_double(const char *opt, const char *s, double lo, double hi) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
+    /* ERANGE on underflow (1e-320, a denormal, or 1e-400, 0) is a number all the same; on overflow not */
+    if (errno == ERANGE && fabs(v) <= DBL_MIN) errno = 0;
     if (errno || end == s || *end || !(v >= lo && v <= hi)) die("%s: '%s' is not a number in [%g, %g]", opt, s, lo, hi);
     return v;
 }
