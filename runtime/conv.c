@@ -198,10 +198,17 @@ const char *conv_describe(void) {
     case 16: return "oneDNN JIT convolutions, blocked layout nChw16c (AVX-512)";
     case 8: return "oneDNN JIT convolutions, blocked layout nChw8c (AVX2)";
 #if defined(__aarch64__)
-    default:
-        return getenv("GLOWRT_ONEDNN_CONV")
-                   ? "oneDNN convolutions, plain layout (GLOWRT_ONEDNN_CONV)"
+    default: {
+        /* the convolution create() picks: the kernel table's (ref under GLOWRT_ISA=ref), or none */
+        const char *why;
+        const gt_kernels *k = getenv("GLOWRT_ONEDNN_CONV") ? NULL : kernels_select(&why);
+        if (!k)
+            return getenv("GLOWRT_ONEDNN_CONV") ? "oneDNN convolutions, plain layout (GLOWRT_ONEDNN_CONV)"
+                                                : "oneDNN convolutions, plain layout";
+        return k->conv == gt_conv_ref
+                   ? "glowrt reference convolutions (plain loops) where oneDNN has only reference code, plain layout"
                    : "glowrt GEMM convolutions (NEON) where oneDNN has only reference code, plain layout";
+    }
 #else
     default: return "oneDNN convolutions, plain layout";
 #endif

@@ -366,9 +366,30 @@ Test(conv, onednn_matches_naive_on_awkward_shapes) {
     }
 }
 
+/* glowrt info's "kernels" line (conv_describe) names the convolution that
+ * conv_create picks: glowrt's GEMM, glowrt's reference loops (GLOWRT_ISA=ref)
+ * or oneDNN's (GLOWRT_ONEDNN_CONV). */
+Test(conv, describe_names_the_conv_that_runs) {
+    const char *envs[][2] = {{NULL, NULL}, {"GLOWRT_ISA", "ref"}, {"GLOWRT_ONEDNN_CONV", "1"}};
+    char err[GLOWRT_ERR_LEN];
+    for (size_t e = 0; e < sizeof envs / sizeof envs[0]; e++) {
+        if (envs[e][0]) setenv(envs[e][0], envs[e][1], 1);
+        gt_conv *cv;
+        cr_assert(!conv_create(4, 8, 4, 4, 3, 1, 1, &cv, err), "%s", err);
+        const char *impl = conv_impl(cv), *d = conv_describe();
+        if (!strcmp(impl, "glowrt:conv_ref"))
+            cr_assert(strstr(d, "glowrt reference convolutions"), "%s runs, info says '%s'", impl, d);
+        else if (!strcmp(impl, "glowrt:conv_neon"))
+            cr_assert(strstr(d, "glowrt GEMM convolutions (NEON)"), "%s runs, info says '%s'", impl, d);
+        else
+            cr_assert(!strncmp(d, "oneDNN", 6), "oneDNN's %s runs, info says '%s'", impl, d);
+        conv_free(cv);
+        if (envs[e][0]) unsetenv(envs[e][0]);
+    }
+}
+
 /* Shapes for gt_kernels.conv: tails of the 8-output panels and of the 8- and
- * 4-pixel tiles, 1-pixel images, and 3x3 layers wide enough that their taps
- * are copied in several pixel blocks (gt_conv_cols < h * w). */
+ * 4-pixel tiles, 1-pixel images, and 3x3 layers over many input channels. */
 static const int conv_cases[][5] = {/* cin, cout, h, w, k */
                                     {1, 1, 1, 1, 3},  {1, 5, 1, 1, 1},   {2, 7, 2, 3, 3},   {3, 8, 5, 5, 3},
                                     {5, 9, 4, 7, 3},  {6, 13, 3, 3, 1},  {17, 16, 7, 7, 1}, {4, 17, 1, 9, 3},
