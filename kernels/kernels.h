@@ -51,7 +51,10 @@ typedef struct {
      * output is s = 0; s = fma(W[o][j], X[j][p], s) for j = i*k*k + tap in
      * order (X[j][p]: input channel i at the tap's shift of pixel p, 0
      * outside); then v = s + b[o]; with accumulate v = v + y[o][p] (the old
-     * value); with relu v = v > 0 ? v : 0. So every ISA gives the same bits.
+     * value); with relu v = v > 0 ? v : 0. So every ISA gives the same bits,
+     * a NaN's too unless two NaNs meet in one fma or add (x and W, s and b,
+     * v and the old y): which one passes on is the compiler's choice of
+     * operand order. (W and b are finite: the model loader checks.)
      * scratch: gt_conv_scratch_bytes(), 64-byte aligned. */
     void (*conv)(const float *x, const float *W, const float *b, float *y, int cin, int cout, int h, int w, int k,
                  int relu, int accumulate, void *scratch);
@@ -61,7 +64,7 @@ typedef struct {
  * [panel][j][8] (rows past cout zero), by the input read through a table of
  * K = cin*k*k offsets; a 3x3 one reads a zero-bordered copy of its input,
  * [cin][h+2][w+2] (+ 16), and first sums each panel into 8 rows of (w+2)-wide
- * image rows. Their scratch, in floats: */
+ * image rows. Their scratch in bytes, with 64 for each part's alignment: */
 #define GT_CONV_MR 8
 static inline size_t gt_conv_scratch_bytes(int cin, int cout, int h, int w, int k) {
     const int64_t K = (int64_t)cin * k * k, panels = (cout + GT_CONV_MR - 1) / GT_CONV_MR;
