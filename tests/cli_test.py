@@ -9,8 +9,11 @@
   determinism  score at --threads 1/2/4 and --batch 1/16 gives bit-identical
                log_p; sample with one seed gives bit-identical output at
                --threads 1/2/4 and --batch 1/7;
-  memory       peak RSS minus the model's size differs by less than 10% for
-               two models that differ only in depth (n_flow 8 and 32);
+  memory       peak RSS minus the model's size grows by less than 6% of the
+               model's growth between two models that differ only in depth
+               (n_flow 8 and 32): the session's packed copy of the weights
+               and the file pages left around them may exceed the file a
+               little; activations must not grow with depth;
   inputs       legal but unusual inputs and options, with the shipped
                models/fmnist.glow: idx files in encode / interp / manipulate,
                option values that must be refused rather than reinterpreted,
@@ -364,16 +367,23 @@ def test_memory(glowrt, tmp):
     x = (np.random.RandomState(2).rand(4, 3, 32, 32).astype(np.float32) - 0.5)
     xin = os.path.join(tmp, "x32.npy")
     np.save(xin, x)
-    net = {}
+    net, msizes = {}, {}
     for k in (8, 32):
         model = make_model(tmp, "mem%d" % k, n_flow=k, n_block=3, hidden=256, size=32)
         rc, rss = peak_rss_kb([glowrt, "score", model, xin, "--threads", "1"])
-        msize = os.path.getsize(model) / 1024
+        msize = msizes[k] = os.path.getsize(model) / 1024
         net[k] = rss - msize
         print("  n_flow %2d: model %.0f KiB, peak RSS %d KiB, RSS - model %.0f KiB" % (k, msize, rss, net[k]))
         check("memory run n_flow=%d" % k, rc == 0)
-    diff = abs(net[32] - net[8]) / net[8]
-    check("peak RSS minus model size differs by %.1f%% (< 10%%) between n_flow 8 and 32" % (100 * diff), diff < 0.10)
+    # The session keeps its own packed copy of the weights (outputs padded to whole blocks) and gives
+    # the file's pages back, but not every page: the partial pages at each tensor's ends, and what the
+    # kernel's page-cache folios keep mapped around them. So RSS - model grows with depth a little,
+    # 1.7-2.1 MiB here for 24 more steps (~80 KiB a step; the same before this test's bound changed).
+    # One activation-sized buffer per step (256 KiB at 256 x 16 x 16) would add 6 MiB. (The old bound,
+    # 10% of RSS - model, ~2 MiB, failed now and then on that alone: 10.8% in one CI run.)
+    grew, allowed = net[32] - net[8], 0.06 * (msizes[32] - msizes[8])
+    check("peak RSS minus model size grows by %.0f KiB (< %.0f KiB, 6%% of the model's growth) from n_flow 8 "
+          "to 32" % (grew, allowed), grew < allowed)
 
 
 def test_inputs(glowrt, tmp):
