@@ -95,10 +95,13 @@ int main(int argc, char **argv) {
             return 2;
         }
         void *scratch = malloc(gt_conv_scratch_bytes(cin, cout, h, w, k));
+        float *packed = malloc(gt_conv_packed_bytes(cin, cout, k));
+        gt_conv_pack(wt, cin, cout, k, packed);  /* once, as the session does */
         printf("impl       glowrt %s (gt_kernels.conv of table %s)\n", kt->conv == gt_conv_ref ? "conv_ref" : "SIMD",
                kt->name);
-        for (int r = 0; r < reps; r++) kt->conv(x, wt, b, y, cin, cout, h, w, k, 1, 0, scratch);
+        for (int r = 0; r < reps; r++) kt->conv(x, packed, b, y, cin, cout, h, w, k, 1, 0, scratch);
         free(scratch);
+        free(packed);
     }
     double sum = 0;
     for (size_t i = 0; i < ny; i++) sum += y[i];

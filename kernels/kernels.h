@@ -46,8 +46,9 @@ typedef struct {
     void (*normal_noise)(uint64_t seed, uint64_t index, int64_t j0, int64_t n, float temp, float *out);
     /* A k x k convolution (k = 1 or 3, stride 1, zero padding k/2) of one
      * image in the plain layout, x [cin][h*w] -> y [cout][h*w] with weights
-     * W [cout][cin*k*k] (oihw) and bias b; run where oneDNN has only its
-     * scalar reference code (aarch64 without Arm Compute Library). Each
+     * W [cout][cin*k*k] (oihw) given packed (P, gt_conv_pack) and bias b; run
+     * where oneDNN has only its scalar reference code (aarch64 without Arm
+     * Compute Library). Each
      * output is s = 0; s = fma(W[o][j], X[j][p], s) for j = i*k*k + tap in
      * order (X[j][p]: input channel i at the tap's shift of pixel p, 0
      * outside); then v = s + b[o]; with accumulate v = v + y[o][p] (the old
@@ -56,21 +57,36 @@ typedef struct {
      * v and the old y): which one passes on is the compiler's choice of
      * operand order. (W and b are finite: the model loader checks.)
      * scratch: gt_conv_scratch_bytes(), 64-byte aligned. */
-    void (*conv)(const float *x, const float *W, const float *b, float *y, int cin, int cout, int h, int w, int k,
+    void (*conv)(const float *x, const float *P, const float *b, float *y, int cin, int cout, int h, int w, int k,
                  int relu, int accumulate, void *scratch);
 } gt_kernels;
 
-/* The SIMD convolutions multiply 8-output panels of the weights, packed
- * [panel][j][8] (rows past cout zero), by the input read through a table of
- * K = cin*k*k offsets; a 3x3 one reads a zero-bordered copy of its input,
+/* gt_kernels.conv's weights, packed once (the session keeps them so): 8-output
+ * panels [panel][j][8], j < K = cin*k*k, rows past cout zero. The SIMD
+ * convolutions multiply a panel by the input read through a table of K
+ * offsets; a 3x3 one reads a zero-bordered copy of its input,
  * [cin][h+2][w+2] (+ 16), and first sums each panel into 8 rows of (w+2)-wide
- * image rows. Their scratch in bytes, with 64 for each part's alignment: */
+ * image rows. */
 #define GT_CONV_MR 8
+static inline size_t gt_conv_packed_bytes(int cin, int cout, int k) {
+    return sizeof(float) * (size_t)((cout + GT_CONV_MR - 1) / GT_CONV_MR * GT_CONV_MR) * (size_t)cin * (size_t)(k * k);
+}
+static inline void gt_conv_pack(const float *W, int cin, int cout, int k, float *P) {
+    const int64_t K = (int64_t)cin * k * k;
+    for (int o0 = 0; o0 < cout; o0 += GT_CONV_MR) {
+        float *p = P + (int64_t)o0 * K;
+        for (int64_t j = 0; j < K; j++)
+            for (int r = 0; r < GT_CONV_MR; r++)
+                p[j * GT_CONV_MR + r] = o0 + r < cout ? W[(int64_t)(o0 + r) * K + j] : 0.0f;
+    }
+}
+/* The scratch in bytes, with 64 for each part's alignment. */
 static inline size_t gt_conv_scratch_bytes(int cin, int cout, int h, int w, int k) {
-    const int64_t K = (int64_t)cin * k * k, panels = (cout + GT_CONV_MR - 1) / GT_CONV_MR;
+    (void)cout;
+    const int64_t K = (int64_t)cin * k * k;
     const int64_t padded = k == 1 ? 0 : (int64_t)cin * (h + 2) * (w + 2) + 16;
     const int64_t rows = k == 1 ? 0 : GT_CONV_MR * (((int64_t)h * (w + 2) + 7) / 8 * 8);
-    return sizeof(float) * (size_t)(panels * GT_CONV_MR * K + 2 * K + padded + rows) + 4 * 64;
+    return sizeof(float) * (size_t)(2 * K + padded + rows) + 3 * 64;
 }
 
 /* The definition of the sampling noise, shared by every ISA so that they
@@ -162,13 +178,13 @@ static inline void gt_box_muller(uint32_t r0, uint32_t r1, uint32_t r2, uint32_t
 extern const gt_kernels gt_kernels_ref;
 /* ref's edge_bias_blocked and conv, for the tables that have no version of their own. */
 void gt_edge_bias_blocked_ref(float *out, const float *e, int ld, int C, int H, int W, int B, int relu);
-void gt_conv_ref(const float *x, const float *W, const float *b, float *y, int cin, int cout, int h, int w, int k,
+void gt_conv_ref(const float *x, const float *P, const float *b, float *y, int cin, int cout, int h, int w, int k,
                  int relu, int accumulate, void *scratch);
 /* The SIMD tables: defined only in builds for that architecture (x86-64,
  * aarch64); use them through kernels_select or kernels_isa. */
 extern const gt_kernels gt_kernels_avx2;
 extern const gt_kernels gt_kernels_neon;
-void gt_conv_neon(const float *x, const float *W, const float *b, float *y, int cin, int cout, int h, int w, int k,
+void gt_conv_neon(const float *x, const float *P, const float *b, float *y, int cin, int cout, int h, int w, int k,
                   int relu, int accumulate, void *scratch);
 
 /* The table for one ISA name ("ref", "avx2", "neon") if this build has it

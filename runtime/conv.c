@@ -224,9 +224,17 @@ int conv_create_blocked(int cin, int cout, int h, int w, int k, int relu, int sr
     return create(cin, cout, h, w, k, relu, src_blocked, dst_blocked, accumulate, 1, n_threads, out, err);
 }
 
-size_t conv_packed_size(const gt_conv *c) { return dnnl_memory_desc_get_size(&c->wei_md); }
+size_t conv_packed_size(const gt_conv *c) {
+    return c->own ? gt_conv_packed_bytes(c->cin, c->cout, c->k) : dnnl_memory_desc_get_size(&c->wei_md);
+}
+
+int conv_plain_packs(const gt_conv *c) { return c->own != NULL; }
 
 int conv_pack_weights(gt_conv *c, const float *weights, void *packed, char *err) {
+    if (c->own) {
+        gt_conv_pack(weights, c->cin, c->cout, c->k, packed);
+        return 0;
+    }
     dnnl_memory_desc_t plain_md;
     dnnl_memory_t from = NULL, to = NULL;
     dnnl_primitive_desc_t rpd = NULL;

@@ -11,8 +11,9 @@ typedef struct gt_conv gt_conv;
 
 /* A k x k convolution (k = 1 or 3, stride 1, zero padding k/2) of one image
  * [cin][h][w] -> [cout][h][w], with bias, optionally followed by ReLU.
- * The primitive is created once; weights [cout][cin][k][k] and bias are given
- * per call and used in place (no copy). Each call runs on the calling thread
+ * The primitive is created once; weights [cout][cin][k][k] (packed with
+ * conv_pack_weights where conv_plain_packs says so) and bias are given per
+ * call and used in place (no copy). Each call runs on the calling thread
  * alone; threads 0..n_threads-1 may call it concurrently, each with its own
  * tid and its own scratch buffer of conv_scratch_size bytes. */
 int conv_create(int cin, int cout, int h, int w, int k, int relu, int n_threads, gt_conv **out, char *err);
@@ -29,6 +30,9 @@ int conv_create_blocked(int cin, int cout, int h, int w, int k, int relu, int sr
                         int accumulate, int n_threads, gt_conv **out, char *err);
 /* Bytes of packed weights, and the packing of plain [cout][cin][k][k] ones. */
 size_t conv_packed_size(const gt_conv *c);
+/* True when a plain convolution (conv_create) also takes its weights packed:
+ * glowrt's own (gt_kernels.conv), which packs them into 8-output panels. */
+int conv_plain_packs(const gt_conv *c);
 int conv_pack_weights(gt_conv *c, const float *weights, void *packed, char *err);
 size_t conv_scratch_size(const gt_conv *c);
 int conv_run(gt_conv *c, int tid, const float *src, const float *weights, const float *bias, float *dst, void *scratch,

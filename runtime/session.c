@@ -398,7 +398,8 @@ static int plan_taps(glowrt_session *s, conv_plan *p, const float *weights, int 
 }
 
 /* Plans conv weights [cout][cin][k][k]: plain ones are used in place from
- * the mapped file. Blocked primitives want them packed: once, here, when the
+ * the mapped file (but for glowrt's own convolution on aarch64, which takes
+ * them packed, as a blocked one does: conv_plain_packs). Blocked primitives want them packed: once, here, when the
  * packing only reorders them (the session then holds them instead of the
  * file's pages); where it pads them (a channel count that is not a multiple
  * of the block), at each use into scratch, so that memory never grows with
@@ -441,7 +442,7 @@ static int plan_conv(glowrt_session *s, conv_plan *p, const float *weights, int 
     if (cout >= CONV_CHUNK && get_conv(s, &e, &p->full, err)) return 1;
     e.cout = cout % CONV_CHUNK;
     if (cout % CONV_CHUNK && get_conv(s, &e, &p->tail, err)) return 1;
-    if (!src_blocked && !dst_blocked) return 0;
+    if (!src_blocked && !dst_blocked && !conv_plain_packs(p->full ? p->full : p->tail)) return 0;
     const size_t full = p->full ? conv_packed_size(p->full) : 0, tail = p->tail ? conv_packed_size(p->tail) : 0;
     p->packed_stride = full ? full : tail;  /* the tail chunk is the last */
     p->packed_total = (full * (size_t)(cout / CONV_CHUNK) + tail) * (size_t)p->n_pieces;

@@ -345,7 +345,13 @@ Test(conv, onednn_matches_naive_on_awkward_shapes) {
         gt_conv *cv;
         cr_assert(!conv_create(ci, co, H, W, k, relu, 1, &cv, err), "%s", err);
         void *scratch = malloc(conv_scratch_size(cv) + 1);
-        cr_assert(!conv_run(cv, 0, x, w, b, y, scratch, err), "%s", err);
+        float *wp = w;  /* glowrt's own convolution (aarch64) takes them packed */
+        if (conv_plain_packs(cv)) {
+            wp = malloc(conv_packed_size(cv));
+            cr_assert(!conv_pack_weights(cv, w, wp, err), "%s", err);
+        }
+        cr_assert(!conv_run(cv, 0, x, wp, b, y, scratch, err), "%s", err);
+        if (wp != w) free(wp);
         free(scratch);
         for (int o = 0; o < co; o++)
             for (int h = 0; h < H; h++)
@@ -419,7 +425,10 @@ Test(conv, ref_conv_matches_naive) {
             float *x = rand_buf((int64_t)ci * H * W, -1, 1), *w = rand_buf((int64_t)co * ci * k * k, -1, 1);
             float *b = rand_buf(co, -1, 1), *y0 = rand_buf(n, -1, 1), *y = malloc(sizeof(float) * n);
             memcpy(y, y0, sizeof(float) * n);
-            gt_conv_ref(x, w, b, y, ci, co, H, W, k, relu, acc, NULL);
+            float *wp = malloc(gt_conv_packed_bytes(ci, co, k));
+            gt_conv_pack(w, ci, co, k, wp);
+            gt_conv_ref(x, wp, b, y, ci, co, H, W, k, relu, acc, NULL);
+            free(wp);
             for (int o = 0; o < co; o++)
                 for (int py = 0; py < H; py++)
                     for (int px = 0; px < W; px++) {
@@ -705,8 +714,11 @@ Test(simd, conv_bit_identical) {
             y1[n] = 12345.0f;
             memcpy(y2, y1, sizeof(float) * (n + 1));
             void *scratch = malloc(gt_conv_scratch_bytes(ci, co, H, W, k));
-            gt_conv_ref(x, w, b, y1, ci, co, H, W, k, relu, acc, NULL);
-            S->conv(x, w, b, y2, ci, co, H, W, k, relu, acc, scratch);
+            float *wp = malloc(gt_conv_packed_bytes(ci, co, k));
+            gt_conv_pack(w, ci, co, k, wp);
+            gt_conv_ref(x, wp, b, y1, ci, co, H, W, k, relu, acc, NULL);
+            S->conv(x, wp, b, y2, ci, co, H, W, k, relu, acc, scratch);
+            free(wp);
             cr_assert(!memcmp(y1, y2, sizeof(float) * n), "case %zu mode %d", c, mode);
             cr_assert(y2[n] == 12345.0f, "wrote past the end");
             free(x); free(w); free(b); free(y1); free(y2); free(scratch);

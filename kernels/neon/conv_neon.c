@@ -2,8 +2,8 @@
  * scalar reference GEMM (Debian's aarch64 oneDNN, built without the Arm
  * Compute Library), the coupling networks' convolutions run here.
  *
- * A GEMM: Y[o][p] = sum_j W[o][j] X[j][p], j over cin * k * k. W is packed
- * into panels of 8 outputs [j][8]. X is read in place through a table of
+ * A GEMM: Y[o][p] = sum_j W[o][j] X[j][p], j over cin * k * k. W comes
+ * packed in panels of 8 outputs [j][8] (gt_conv_pack). X is read in place through a table of
  * offsets: X[j][p] = x[off[j] + p], for k = 1 the input itself; for k = 3 a
  * copy of the input with a zero border, in which the tap (dy, dx) of
  * channel i is a fixed offset from pixel p (counted in rows of w + 2, so
@@ -20,15 +20,6 @@
 #include "kernels/kernels.h"
 
 #define MR GT_CONV_MR
-
-/* Panels of 8 rows of W [cout][K]: P[panel][j][r], rows past cout zero. */
-static void pack_weights(const float *W, int cout, int64_t K, float *P) {
-    for (int o0 = 0; o0 < cout; o0 += MR) {
-        float *p = P + (int64_t)(o0 / MR) * K * MR;
-        for (int64_t j = 0; j < K; j++)
-            for (int r = 0; r < MR; r++) p[j * MR + r] = o0 + r < cout ? W[(int64_t)(o0 + r) * K + j] : 0.0f;
-    }
-}
 
 /* v = s + b; + the old y; ReLU: the epilogue of kernels.h, 4 lanes. */
 static inline float32x4_t finish4(float32x4_t s, float b, const float *yold, int relu, int accumulate) {
@@ -137,12 +128,10 @@ static void panel_times_table(const float *P, int64_t K, const float *X, const i
 
 static float *align64(void *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
 
-void gt_conv_neon(const float *x, const float *W, const float *b, float *y, int cin, int cout, int h, int w, int k,
+void gt_conv_neon(const float *x, const float *P, const float *b, float *y, int cin, int cout, int h, int w, int k,
                   int relu, int accumulate, void *scratch) {
-    const int64_t K = (int64_t)cin * k * k, hw = (int64_t)h * w, panels = (cout + MR - 1) / MR;
-    float *P = align64(scratch);
-    int64_t *off = (int64_t *)align64(P + panels * MR * K);
-    pack_weights(W, cout, K, P);
+    const int64_t K = (int64_t)cin * k * k, hw = (int64_t)h * w;
+    int64_t *off = (int64_t *)align64(scratch);
     if (k == 1) {
         for (int o0 = 0; o0 < cout; o0 += MR)
             panel_times_strided(P + (int64_t)(o0 / MR) * K * MR, K, x, hw, hw, b + o0, y + o0 * hw, hw,

@@ -5,7 +5,7 @@
 
 #include "kernels/kernels.h"
 
-void gt_conv_ref(const float *x, const float *W, const float *b, float *y, int cin, int cout, int h, int w, int k,
+void gt_conv_ref(const float *x, const float *P, const float *b, float *y, int cin, int cout, int h, int w, int k,
                  int relu, int accumulate, void *scratch) {
     (void)scratch;
     const int r = k / 2, kk = k * k;
@@ -18,7 +18,9 @@ void gt_conv_ref(const float *x, const float *W, const float *b, float *y, int c
                     for (int t = 0; t < kk; t++) {
                         const int sy = py + t / k - r, sx = px + t % k - r;
                         const float v = sy < 0 || sy >= h || sx < 0 || sx >= w ? 0.0f : x[i * hw + (int64_t)sy * w + sx];
-                        s = fmaf(W[o * K + (int64_t)i * kk + t], v, s);
+                        s = fmaf(P[(int64_t)(o / GT_CONV_MR * GT_CONV_MR) * K + ((int64_t)i * kk + t) * GT_CONV_MR +
+                                   o % GT_CONV_MR],
+                                 v, s);
                     }
                 float *yo = y + o * hw + (int64_t)py * w + px;
                 float v = s + b[o];
