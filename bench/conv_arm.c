@@ -94,7 +94,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "bench_conv_arm: %s\n", why);
             return 2;
         }
-        void *scratch = malloc(gt_conv_scratch_bytes(cin, cout, h, w, k));
+        void *scratch = malloc(gt_conv_scratch_bytes(cin, h, w, k));
         float *packed = malloc(gt_conv_packed_bytes(cin, cout, k));
         gt_conv_pack(wt, cin, cout, k, packed);  /* once, as the session does */
         printf("impl       glowrt %s (gt_kernels.conv of table %s)\n", kt->conv == gt_conv_ref ? "conv_ref" : "SIMD",

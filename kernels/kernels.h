@@ -80,9 +80,14 @@ static inline void gt_conv_pack(const float *W, int cin, int cout, int k, float 
                 p[j * GT_CONV_MR + r] = o0 + r < cout ? W[(int64_t)(o0 + r) * K + j] : 0.0f;
     }
 }
+/* The epilogue of every output: v = s + b, + the old y with accumulate, ReLU. */
+static inline float gt_conv_finish(float s, float b, float yold, int relu, int accumulate) {
+    float v = s + b;
+    if (accumulate) v = v + yold;
+    return relu ? (v > 0.0f ? v : 0.0f) : v;
+}
 /* The scratch in bytes, with 64 for each part's alignment. */
-static inline size_t gt_conv_scratch_bytes(int cin, int cout, int h, int w, int k) {
-    (void)cout;
+static inline size_t gt_conv_scratch_bytes(int cin, int h, int w, int k) {
     const int64_t K = (int64_t)cin * k * k;
     const int64_t padded = k == 1 ? 0 : (int64_t)cin * (h + 2) * (w + 2) + 16;
     const int64_t rows = k == 1 ? 0 : GT_CONV_MR * (((int64_t)h * (w + 2) + 7) / 8 * 8);

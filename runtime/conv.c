@@ -42,6 +42,19 @@ struct gt_conv {
         }                                                                                            \
     } while (0)
 
+/* The kernel table whose convolution runs a plain convolution for which
+ * oneDNN has only its scalar reference code: on aarch64 (Debian's oneDNN,
+ * without the Arm Compute Library), unless GLOWRT_ONEDNN_CONV is set, the
+ * table in use (neon; ref under GLOWRT_ISA=ref); NULL elsewhere. */
+static const gt_kernels *own_conv_table(void) {
+#if defined(__aarch64__)
+    const char *why;
+    return getenv("GLOWRT_ONEDNN_CONV") ? NULL : kernels_select(&why);
+#else
+    return NULL;
+#endif
+}
+
 /* One engine for the process: oneDNN's primitive cache is keyed by engine,
  * so sessions and ops of one shape share their JIT-compiled code. */
 static dnnl_engine_t g_engine;
@@ -111,18 +124,16 @@ static int create(int cin, int cout, int h, int w, int k, int relu, int src_bloc
      * the arithmetic, and so the result, never depends on the thread count. */
     omp_set_num_threads(1);
     CHECK(dnnl_primitive_desc_create(&c->pd, &cd, attr, c->engine, NULL), "convolution primitive desc");
-    CHECK(dnnl_primitive_create(&c->prim, c->pd), "convolution primitive");
+    const char *impl = conv_impl(c);
+    if (!src_blocked && !dst_blocked && (!strncmp(impl, "gemm:ref", 8) || !strncmp(impl, "ref", 3)))
+        c->own = own_conv_table();
+    if (!c->own) CHECK(dnnl_primitive_create(&c->prim, c->pd), "convolution primitive");
     omp_set_num_threads(saved_threads);
     c->wei_md = *dnnl_primitive_desc_query_md(c->pd, dnnl_query_weights_md, 0);
     wei_md = c->wei_md;
     const dnnl_memory_desc_t *scratch_md = dnnl_primitive_desc_query_md(c->pd, dnnl_query_scratchpad_md, 0);
-    c->scratch_size = scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
-#if defined(__aarch64__)
-    const char *impl = conv_impl(c), *why;
-    if (!src_blocked && !dst_blocked && (!strncmp(impl, "gemm:ref", 8) || !strncmp(impl, "ref", 3)) &&
-        !getenv("GLOWRT_ONEDNN_CONV") && (c->own = kernels_select(&why)))
-        c->scratch_size = gt_conv_scratch_bytes(cin, cout, h, w, k);
-#endif
+    c->scratch_size = c->own ? gt_conv_scratch_bytes(cin, h, w, k)
+                             : scratch_md ? dnnl_memory_desc_get_size(scratch_md) : 0;
     c->n_slots = n_threads;
     c->slots = c->own ? NULL : calloc((size_t)n_threads, sizeof *c->slots);
     if (!c->own && !c->slots) {
@@ -197,11 +208,9 @@ const char *conv_describe(void) {
     switch (conv_block()) {
     case 16: return "oneDNN JIT convolutions, blocked layout nChw16c (AVX-512)";
     case 8: return "oneDNN JIT convolutions, blocked layout nChw8c (AVX2)";
-#if defined(__aarch64__)
     default: {
-        /* the convolution create() picks: the kernel table's (ref under GLOWRT_ISA=ref), or none */
-        const char *why;
-        const gt_kernels *k = getenv("GLOWRT_ONEDNN_CONV") ? NULL : kernels_select(&why);
+        /* the convolution create() picks (own_conv_table) */
+        const gt_kernels *k = own_conv_table();
         if (!k)
             return getenv("GLOWRT_ONEDNN_CONV") ? "oneDNN convolutions, plain layout (GLOWRT_ONEDNN_CONV)"
                                                 : "oneDNN convolutions, plain layout";
@@ -209,9 +218,6 @@ const char *conv_describe(void) {
                    ? "glowrt reference convolutions (plain loops) where oneDNN has only reference code, plain layout"
                    : "glowrt GEMM convolutions (NEON) where oneDNN has only reference code, plain layout";
     }
-#else
-    default: return "oneDNN convolutions, plain layout";
-#endif
     }
 }
 

@@ -399,10 +399,11 @@ static int plan_taps(glowrt_session *s, conv_plan *p, const float *weights, int 
 
 /* Plans conv weights [cout][cin][k][k]: plain ones are used in place from
  * the mapped file (but for glowrt's own convolution on aarch64, which takes
- * them packed, as a blocked one does: conv_plain_packs). Blocked primitives want them packed: once, here, when the
- * packing only reorders them (the session then holds them instead of the
- * file's pages); where it pads them (a channel count that is not a multiple
- * of the block), at each use into scratch, so that memory never grows with
+ * them packed, as a blocked one does: conv_plain_packs). Blocked primitives
+ * want them packed: once, here, when the packing only reorders them (the
+ * session then holds them instead of the file's pages); where it pads them
+ * (a channel count that is not a multiple of the block), at each use into
+ * scratch, so that memory never grows with
  * the model's depth beyond the weights themselves. Padded input channels pad
  * every chunk; padded output channels only the tail chunk, and only that
  * chunk is then packed at each use. */

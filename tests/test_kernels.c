@@ -713,7 +713,7 @@ Test(simd, conv_bit_identical) {
             x[0] = -0.0f;
             y1[n] = 12345.0f;
             memcpy(y2, y1, sizeof(float) * (n + 1));
-            void *scratch = malloc(gt_conv_scratch_bytes(ci, co, H, W, k));
+            void *scratch = malloc(gt_conv_scratch_bytes(ci, H, W, k));
             float *wp = malloc(gt_conv_packed_bytes(ci, co, k));
             gt_conv_pack(w, ci, co, k, wp);
             gt_conv_ref(x, wp, b, y1, ci, co, H, W, k, relu, acc, NULL);

@@ -21,18 +21,12 @@
 
 #define MR GT_CONV_MR
 
-/* v = s + b; + the old y; ReLU: the epilogue of kernels.h, 4 lanes. */
+/* gt_conv_finish (kernels.h), 4 lanes. */
 static inline float32x4_t finish4(float32x4_t s, float b, const float *yold, int relu, int accumulate) {
     float32x4_t v = vaddq_f32(s, vdupq_n_f32(b));
     if (accumulate) v = vaddq_f32(v, vld1q_f32(yold));
     /* v > 0 ? v : 0: maxnm gives 0 for NaN and +0 for -0, as the comparison does */
     return relu ? vmaxnmq_f32(v, vdupq_n_f32(0.0f)) : v;
-}
-
-static inline float finish1(float s, float b, float yold, int relu, int accumulate) {
-    float v = s + b;
-    if (accumulate) v = v + yold;
-    return relu ? (v > 0.0f ? v : 0.0f) : v;
 }
 
 /* Row r of a tile, 8 or 4 pixels, when the panel has that row: the sums
@@ -112,7 +106,7 @@ static inline __attribute__((always_inline)) void panel_loop(const float *P, int
         for (int r = 0; r < rows; r++) {
             float s = 0.0f;
             for (int64_t j = 0; j < K; j++) s = fmaf(P[j * MR + r], XJ(j)[c], s);
-            Y[r * ldy + c] = raw ? s : finish1(s, bias[r], Y[r * ldy + c], relu, accumulate);
+            Y[r * ldy + c] = raw ? s : gt_conv_finish(s, bias[r], Y[r * ldy + c], relu, accumulate);
         }
 }
 
@@ -156,7 +150,7 @@ void gt_conv_neon(const float *x, const float *P, const float *b, float *y, int 
             for (int py = 0; py < h; py++) {
                 const float *s = T + r * nq8 + py * wp;
                 float *yo = y + (o0 + r) * hw + (int64_t)py * w;
-                for (int px = 0; px < w; px++) yo[px] = finish1(s[px], b[o0 + r], yo[px], relu, accumulate);
+                for (int px = 0; px < w; px++) yo[px] = gt_conv_finish(s[px], b[o0 + r], yo[px], relu, accumulate);
             }
     }
 }

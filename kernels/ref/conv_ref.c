@@ -23,8 +23,6 @@ void gt_conv_ref(const float *x, const float *P, const float *b, float *y, int c
                                  v, s);
                     }
                 float *yo = y + o * hw + (int64_t)py * w + px;
-                float v = s + b[o];
-                if (accumulate) v = v + *yo;
-                *yo = relu ? (v > 0.0f ? v : 0.0f) : v;
+                *yo = gt_conv_finish(s, b[o], *yo, relu, accumulate);
             }
 }
